@@ -1,0 +1,28 @@
+# The two Quick-start commands: `make demo` and `make test`.
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.geo-installed
+
+.PHONY: setup demo test test-slow test-all bench clean
+
+$(STAMP): pyproject.toml tools/setup_env.sh
+	bash tools/setup_env.sh
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/geo demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Tests marked slow are left out of CI; this runs them too.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""scenes: the scene graph core, scene payloads, datasets and the methods built on them."""

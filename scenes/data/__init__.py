@@ -1,0 +1,1 @@
+"""Dataset readers and writers that turn captures into scene graphs."""
