@@ -427,6 +427,16 @@ class GaussianCloud(_Payload):
         return 1.0 / (1.0 + np.exp(-self.opacity_logits))
 
     @classmethod
+    def concat(cls, clouds: "list[GaussianCloud]") -> "GaussianCloud":
+        """One cloud holding all Gaussians of ``clouds`` (same SH degree and channels)."""
+        if not clouds:
+            raise ValueError("GaussianCloud.concat: expected at least one cloud")
+        shapes = {c.sh.shape[1:] for c in clouds}
+        if len(shapes) != 1:
+            raise ValueError(f"GaussianCloud.concat: clouds have different SH shapes {sorted(shapes)}")
+        return cls(**{k: np.concatenate([getattr(c, k) for c in clouds]) for k in cls._ARRAYS})
+
+    @classmethod
     def from_points(
         cls,
         points,

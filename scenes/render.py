@@ -1,0 +1,143 @@
+"""Render scene payloads through the project's one rasterizer, :func:`geo.raster.rasterize`.
+
+This is the glue between the scene graph (numpy payloads, camera nodes with
+world poses) and the batched torch rasterizer. Methods that optimise Gaussians
+keep torch parameters and call :func:`geo.raster.rasterize` directly; this
+module serves everything that starts from a saved :class:`GaussianCloud`
+(previews, evaluation, the demo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geo.transforms import se3_inverse
+from scenes.graph import Node
+from scenes.payloads import Camera, GaussianCloud
+
+__all__ = ["RenderOutput", "render_gaussians", "pixel_gaussians"]
+
+
+@dataclass
+class RenderOutput:
+    """Per-camera renders as float32 numpy arrays.
+
+    Attributes:
+        rgb: ``[C, H, W, 3]`` colour in [0, 1], composited over the background.
+        alpha: ``[C, H, W]`` accumulated opacity.
+        depth: ``[C, H, W]`` expected z-depth (0 where alpha is 0).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    depth: np.ndarray
+
+
+def render_gaussians(
+    gaussians: GaussianCloud,
+    cameras: list[Node],
+    *,
+    background=(1.0, 1.0, 1.0),
+    gaussians_to_world: np.ndarray | None = None,
+    device: str = "cpu",
+) -> RenderOutput:
+    """Render a :class:`GaussianCloud` from camera nodes of a scene graph.
+
+    All cameras must share one image size (they are rendered as one batch) and
+    be pinhole; undistort distorted captures first (``CameraModel.undistort_image``).
+
+    Args:
+        gaussians: the Gaussians, in the frame given by ``gaussians_to_world``.
+        cameras: camera nodes; their world transforms are the poses.
+        background: RGB behind the Gaussians.
+        gaussians_to_world: ``[4, 4]`` world transform of the Gaussians' node
+            (identity when None). Only rigid transforms occur in a scene graph.
+        device: torch device to render on.
+    """
+    import torch
+
+    from geo.raster import rasterize
+    from geo.transforms import quat_to_rotmat, rotmat_to_quat
+
+    if not cameras:
+        raise ValueError("render_gaussians: cameras is empty; expected at least one Camera node")
+    models = []
+    for n in cameras:
+        if not isinstance(n.payload, Camera):
+            raise ValueError(f"render_gaussians: node {n.path} has no Camera payload")
+        if n.payload.model.model == "fisheye" or n.payload.model.has_distortion:
+            raise ValueError(f"render_gaussians: camera {n.path} is distorted ({n.payload.model.model}); undistort it first")
+        models.append(n.payload.model)
+    W, H = models[0].width, models[0].height
+    if any((m.width, m.height) != (W, H) for m in models):
+        raise ValueError("render_gaussians: all cameras must share one image size; render them in groups")
+
+    f32 = dict(dtype=torch.float32, device=device)
+    means = torch.as_tensor(gaussians.means, **f32)
+    quats = torch.as_tensor(gaussians.quats, **f32)
+    if gaussians_to_world is not None:
+        T = torch.as_tensor(gaussians_to_world, **f32)
+        means = means @ T[:3, :3].T + T[:3, 3]
+        quats = rotmat_to_quat(T[:3, :3] @ quat_to_rotmat(quats))
+    viewmats = torch.as_tensor(np.stack([se3_inverse(n.world_transform) for n in cameras]), **f32)
+    Ks = torch.stack([m.K(dtype=torch.float32, device=device) for m in models])
+    bg = torch.as_tensor(background, **f32).expand(len(cameras), 3)
+    with torch.no_grad():
+        img, alpha, _ = rasterize(
+            means,
+            quats,
+            torch.as_tensor(gaussians.scales, **f32),
+            torch.as_tensor(gaussians.opacities, **f32),
+            torch.as_tensor(gaussians.sh, **f32),
+            viewmats,
+            Ks,
+            W,
+            H,
+            sh_degree=gaussians.sh_degree,
+            backgrounds=bg,
+            render_mode="RGB+ED",
+        )
+    return RenderOutput(
+        rgb=img[..., :3].clamp(0, 1).cpu().numpy(),
+        alpha=alpha[..., 0].cpu().numpy(),
+        depth=img[..., 3].cpu().numpy(),
+    )
+
+
+def pixel_gaussians(camera: Node, *, stride: int = 1, opacity: float = 0.95, footprint: float = 0.7) -> GaussianCloud:
+    """One isotropic Gaussian per pixel with depth, on that pixel's ray (world frame).
+
+    The Gaussian's standard deviation is ``footprint`` times the pixel's
+    footprint at its depth (``z / f`` scene units per pixel, times ``stride``),
+    so neighbouring Gaussians overlap and the view is reproduced without holes.
+
+    Args:
+        camera: a node whose :class:`Camera` payload has ``image`` and ``depth``.
+        stride: use every ``stride``-th pixel in each direction.
+        opacity: initial opacity of every Gaussian.
+        footprint: standard deviation in units of the pixel footprint.
+    """
+    import torch
+
+    cam = camera.payload
+    if not isinstance(cam, Camera) or cam.depth is None or cam.image is None:
+        raise ValueError(f"pixel_gaussians: node {camera.path} needs a Camera payload with image and depth")
+    m = cam.model
+    rows, cols = np.mgrid[0 : m.height : stride, 0 : m.width : stride]
+    z = cam.depth[rows, cols]
+    keep = z > 0
+    if cam.mask is not None:
+        keep &= cam.mask[rows, cols]
+    rows, cols, z = rows[keep], cols[keep], z[keep]
+    uv = torch.as_tensor(np.stack([cols + 0.5, rows + 0.5], -1), dtype=torch.float64)
+    p_cam = m.unproject(uv, torch.as_tensor(z, dtype=torch.float64)).numpy()
+    c2w = camera.world_transform
+    p_world = p_cam @ c2w[:3, :3].T + c2w[:3, 3]
+    rgb = cam.image[rows, cols, :3]
+    rgb = rgb.astype(np.float64) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float64)
+    cloud = GaussianCloud.from_points(p_world, rgb, scale=1.0, opacity=opacity, sh_degree=0)
+    sigma = footprint * stride * z / np.sqrt(m.fx * m.fy)
+    cloud.log_scales = np.repeat(np.log(sigma)[:, None], 3, 1).astype(np.float32)
+    return cloud
