@@ -78,7 +78,8 @@ def test_equivariance_regularizer_makes_a_plain_model_softly_equivariant():
     much closer to its Reynolds projection, and its measured equivariance error
     drops.
     """
-    eqmod = pytest.importorskip("geo.regularizers.equivariance")
+    from geo.regularizers import equivariance as eqmod
+
     g = torch.Generator().manual_seed(0)
     Rs = axis_angle_to_rotmat(torch.randn(64, 3, generator=g, dtype=torch.float64) * 2)
     rho = torch.stack([torch.kron(torch.eye(5, dtype=torch.float64), R) for R in Rs])
