@@ -1,5 +1,7 @@
 # The two Quick-start commands: `make demo` and `make test`.
 VENV  ?= .venv
+# Many small torch ops on few cores: spinning OpenMP workers stall under load.
+export OMP_WAIT_POLICY ?= PASSIVE
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.geo-installed
 
