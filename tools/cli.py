@@ -7,6 +7,7 @@ method does the work. Heavy modules (torch, open3d, ...) are imported inside
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,10 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch (imported later, inside run()) does many small parallel ops; with
+    # OpenMP's default spin-waiting, 2 threads on a busy 2-core machine run
+    # 10x slower than 1. Passive waiting fixes that at no cost when idle.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="geo", description="geo: 3D geometry and scene processing")
     try:
         cmd.run()
