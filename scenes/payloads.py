@@ -426,6 +426,21 @@ class GaussianCloud(_Payload):
         """``[N]`` opacities in (0, 1)."""
         return 1.0 / (1.0 + np.exp(-self.opacity_logits))
 
+    def transformed(self, T) -> "GaussianCloud":
+        """The same Gaussians moved by the rigid transform ``T`` ``[4, 4]`` (means and rotations)."""
+        from geo.transforms import check_rigid, quat_to_rotmat, rotmat_to_quat
+
+        T = np.asarray(T, dtype=np.float64)
+        check_rigid(T, "GaussianCloud.transformed: T")
+        R = T[:3, :3] @ quat_to_rotmat(np.asarray(self.quats, np.float64))
+        return GaussianCloud(
+            means=(np.asarray(self.means, np.float64) @ T[:3, :3].T + T[:3, 3]).astype(self.means.dtype),
+            quats=rotmat_to_quat(R).astype(self.quats.dtype),
+            log_scales=self.log_scales.copy(),
+            opacity_logits=self.opacity_logits.copy(),
+            sh=self.sh.copy(),
+        )
+
     @classmethod
     def concat(cls, clouds: "list[GaussianCloud]") -> "GaussianCloud":
         """One cloud holding all Gaussians of ``clouds`` (same SH degree and channels)."""

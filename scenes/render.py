@@ -59,7 +59,6 @@ def render_gaussians(
     import torch
 
     from geo.raster import rasterize
-    from geo.transforms import quat_to_rotmat, rotmat_to_quat
 
     if not cameras:
         raise ValueError("render_gaussians: cameras is empty; expected at least one Camera node")
@@ -74,13 +73,11 @@ def render_gaussians(
     if any((m.width, m.height) != (W, H) for m in models):
         raise ValueError("render_gaussians: all cameras must share one image size; render them in groups")
 
+    if gaussians_to_world is not None:
+        gaussians = gaussians.transformed(gaussians_to_world)
     f32 = dict(dtype=torch.float32, device=device)
     means = torch.as_tensor(gaussians.means, **f32)
     quats = torch.as_tensor(gaussians.quats, **f32)
-    if gaussians_to_world is not None:
-        T = torch.as_tensor(gaussians_to_world, **f32)
-        means = means @ T[:3, :3].T + T[:3, 3]
-        quats = rotmat_to_quat(T[:3, :3] @ quat_to_rotmat(quats))
     viewmats = torch.as_tensor(np.stack([se3_inverse(n.world_transform) for n in cameras]), **f32)
     Ks = torch.stack([m.K(dtype=torch.float32, device=device) for m in models])
     bg = torch.as_tensor(background, **f32).expand(len(cameras), 3)
