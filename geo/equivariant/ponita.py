@@ -26,7 +26,7 @@ from torch import nn
 from .conv import ConvNextBlock, KernelBasis, PointCloudConv, SeparableFiberBundleConv, polynomial_cutoff
 from .graph import fully_connected_graph, knn_graph, lift_to_edge_orientations
 from .grids import orientation_grid
-from .invariants import fiber_invariant, pair_distance, point_cloud_invariants, relative_positions, spatial_invariants
+from .invariants import fiber_invariant, kernel_attributes, pair_distance, point_cloud_invariants, relative_positions
 
 __all__ = [
     "PonitaConfig",
@@ -98,6 +98,7 @@ class PonitaConfig:
     widening: int = 4
     layer_scale: float | None = None  # paper N-body: None
     radius: float | None = None  # smooth cutoff of the spatial kernel; None: no window
+    length_scale: float | None = None  # spatial attributes are divided by it; None: radius, or 1
     pool: str | None = None  # "mean" / "sum": per-cloud pooling of the outputs
     multiple_readouts: bool = True
 
@@ -183,7 +184,8 @@ class Ponita(_Trunk):
     def kernel_bases(self, pos, edge_index):
         """Spatial ``[E, O, B]`` (windowed when ``cfg.radius``) and fiber ``[O, O, B]`` bases."""
         rel = relative_positions(pos, edge_index)
-        spatial = self.spatial_basis(spatial_invariants(rel, self.grid))
+        scale = self.cfg.length_scale or self.cfg.radius or 1.0
+        spatial = self.spatial_basis(kernel_attributes(rel, self.grid, scale))
         if self.cfg.radius is not None:
             spatial = spatial * polynomial_cutoff(rel.norm(dim=-1), self.cfg.radius)[:, None, None]
         return spatial, self.fiber_basis(fiber_invariant(self.grid))
@@ -250,11 +252,11 @@ class NBodyPonita(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, layers: int = 4, num_ori: int = 12, basis_dim: int | None = None,
-                 degree: int = 3, widening: int = 4, layer_scale: float | None = None):
+                 degree: int = 3, widening: int = 4, layer_scale: float | None = None, length_scale: float = 4.0):
         super().__init__()
         self.net = Ponita(PonitaConfig(in_scalars=1, in_vectors=1, out_vectors=1, hidden=hidden, layers=layers,
                                        num_ori=num_ori, basis_dim=basis_dim, degree=degree, widening=widening,
-                                       layer_scale=layer_scale))
+                                       layer_scale=layer_scale, length_scale=length_scale))
 
     def forward(self, pos, vel, charges, batch, edge_index=None):
         if edge_index is None:
