@@ -15,7 +15,9 @@ from typing import Annotated
 
 import tyro
 
+from scenes.coherent.cli import Eval, Reconstruct
 from scenes.data.synthetic import SyntheticConfig
+from scenes.export.cli import Export, View
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
@@ -70,6 +72,10 @@ class Demo:
 COMMANDS = {
     "info": Info,
     "render-synthetic": RenderSynthetic,
+    "reconstruct": Reconstruct,
+    "eval": Eval,
+    "export": Export,
+    "view": View,
     "demo": Demo,
 }
 
