@@ -1,10 +1,15 @@
-"""Render scene payloads through the project's one rasterizer, :func:`geo.raster.rasterize`.
+"""Render scene content through the project's one rasterizer, :func:`geo.raster.rasterize`.
 
-This is the glue between the scene graph (numpy payloads, camera nodes with
-world poses) and the batched torch rasterizer. Methods that optimise Gaussians
-keep torch parameters and call :func:`geo.raster.rasterize` directly; this
-module serves everything that starts from a saved :class:`GaussianCloud`
-(previews, evaluation, the demo).
+The glue between the scene graph (numpy payloads, camera nodes with world
+poses) and the batched torch rasterizer:
+
+* :func:`render_camera` renders torch Gaussian parameters from one pinhole
+  camera (optionally multisampled); methods that optimise Gaussians
+  (CoherentGS, the 3DGS baseline), evaluation and TSDF export use it.
+* :func:`render_gaussians` renders a saved :class:`GaussianCloud` from camera
+  nodes (previews, the viewer tests).
+* :func:`pixel_gaussians` lifts a camera's image and depth map into one
+  Gaussian per pixel.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from geo.transforms import se3_inverse
 from scenes.graph import Node
 from scenes.payloads import Camera, GaussianCloud
 
-__all__ = ["RenderOutput", "render_gaussians", "pixel_gaussians"]
+__all__ = ["RenderOutput", "render_camera", "camera_tensors", "render_gaussians", "pixel_gaussians"]
 
 
 @dataclass
@@ -56,8 +64,6 @@ def render_gaussians(
             (identity when None). Only rigid transforms occur in a scene graph.
         device: torch device to render on.
     """
-    import torch
-
     from geo.raster import rasterize
 
     if not cameras:
@@ -78,8 +84,9 @@ def render_gaussians(
     f32 = dict(dtype=torch.float32, device=device)
     means = torch.as_tensor(gaussians.means, **f32)
     quats = torch.as_tensor(gaussians.quats, **f32)
-    viewmats = torch.as_tensor(np.stack([se3_inverse(n.world_transform) for n in cameras]), **f32)
-    Ks = torch.stack([m.K(dtype=torch.float32, device=device) for m in models])
+    tensors = [camera_tensors(m, n.world_transform) for m, n in zip(models, cameras)]
+    viewmats = torch.cat([t[0] for t in tensors]).to(device)
+    Ks = torch.cat([t[1] for t in tensors]).to(device)
     bg = torch.as_tensor(background, **f32).expand(len(cameras), 3)
     with torch.no_grad():
         img, alpha, _ = rasterize(
@@ -116,8 +123,6 @@ def pixel_gaussians(camera: Node, *, stride: int = 1, opacity: float = 0.95, foo
         opacity: initial opacity of every Gaussian.
         footprint: standard deviation in units of the pixel footprint.
     """
-    import torch
-
     cam = camera.payload
     if not isinstance(cam, Camera) or cam.depth is None or cam.image is None:
         raise ValueError(f"pixel_gaussians: node {camera.path} needs a Camera payload with image and depth")
@@ -138,3 +143,46 @@ def pixel_gaussians(camera: Node, *, stride: int = 1, opacity: float = 0.95, foo
     sigma = footprint * stride * z / np.sqrt(m.fx * m.fy)
     cloud.log_scales = np.repeat(np.log(sigma)[:, None], 3, 1).astype(np.float32)
     return cloud
+
+
+def camera_tensors(model, c2w: np.ndarray, supersample: int = 1) -> tuple[Tensor, Tensor, int, int]:
+    """``(viewmat [1, 4, 4], K [1, 3, 3], W, H)`` float32, intrinsics scaled by ``supersample``."""
+    s = int(supersample)
+    K = torch.tensor([[model.fx * s, 0.0, model.cx * s], [0.0, model.fy * s, model.cy * s], [0.0, 0.0, 1.0]], dtype=torch.float32)
+    vm = torch.as_tensor(se3_inverse(np.asarray(c2w, np.float64)), dtype=torch.float32)
+    return vm[None], K[None], int(model.width) * s, int(model.height) * s
+
+
+def render_camera(means, quats, scales, opacities, sh, sh_degree: int, model, c2w, background=(1.0, 1.0, 1.0),
+                  supersample: int = 1, return_meta: bool = False, eps2d: float = 0.3):
+    """Render one pinhole camera.
+
+    Args:
+        means ``[N, 3]``, quats ``[N, 4]`` (wxyz), scales ``[N, 3]`` (std-devs), opacities ``[N]``,
+        sh ``[N, K, 3]`` with ``K >= (sh_degree + 1) ** 2``.
+        model: pinhole :class:`geo.cameras.CameraModel` (output size).
+        c2w: ``[4, 4]`` camera-to-world, OpenCV axes.
+        supersample: render at ``s`` times the resolution and average-pool back (multisampling).
+        eps2d: the rasterizer's screen-space low-pass filter (pixels^2).
+
+    Returns:
+        ``(rgb [H, W, 3], depth [H, W] expected z, alpha [H, W])`` (+ ``meta`` when asked).
+    """
+    vm, K, W, H = camera_tensors(model, c2w, supersample)
+    bg = torch.as_tensor(background, dtype=torch.float32)[None]
+    out, alpha, meta = rasterize_call(means, quats, scales, opacities, sh, sh_degree, vm, K, W, H, bg, eps2d)
+    img = torch.cat([out[0], alpha[0]], -1)  # [H, W, 5]
+    if supersample > 1:
+        img = F.avg_pool2d(img.permute(2, 0, 1)[None], supersample)[0].permute(1, 2, 0)
+    rgb, depth, a = img[..., :3], img[..., 3], img[..., 4]
+    if return_meta:
+        return rgb, depth, a, meta
+    return rgb, depth, a
+
+
+def rasterize_call(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, W, H, backgrounds, eps2d=0.3):
+    from geo.raster import rasterize
+
+    k = (sh_degree + 1) ** 2
+    return rasterize(means, quats, scales, opacities, sh[:, :k], viewmats, Ks, W, H,
+                     sh_degree=sh_degree, backgrounds=backgrounds, render_mode="RGB+ED", eps2d=eps2d)

@@ -34,7 +34,7 @@ def test_pixel_init_reproduces_view(graph):
     Stated tolerance: max |render - image| <= 2e-3 on every pixel with a Gaussian, and
     the rendered depth equals the input depth to 1e-4 relative.
     """
-    from scenes.coherent.rendering import render_camera
+    from scenes.render import render_camera
     from scenes.coherent.representation import PixelGaussians
 
     vs = _views(graph, (1, 5, 11), 48)

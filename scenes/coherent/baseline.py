@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from scenes.coherent.losses import photometric_loss, psnr
-from scenes.coherent.rendering import render_camera
+from scenes.render import render_camera
 from scenes.payloads import SH_C0
 
 __all__ = ["BaselineTrainer"]

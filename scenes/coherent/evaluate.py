@@ -20,7 +20,7 @@ def render_views_of_cloud(cloud, views, background=(1.0, 1.0, 1.0)) -> list[np.n
     """``[H, W, 3]`` float renders of ``cloud`` for each :class:`View`."""
     import torch
 
-    from scenes.coherent.rendering import render_camera
+    from scenes.render import render_camera
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     args = (t(cloud.means), t(cloud.quats), t(cloud.scales), t(cloud.opacities), t(cloud.sh), cloud.sh_degree)

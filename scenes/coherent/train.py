@@ -28,7 +28,7 @@ import torch
 
 from geo.fileio import atomic_write
 from scenes.coherent.losses import disparity_tv, flow_consistency_loss, photometric_loss, psnr
-from scenes.coherent.rendering import render_camera
+from scenes.render import render_camera
 
 __all__ = ["CoherentTrainer", "reconstruct", "step_random", "CHECKPOINT_NAME"]
 

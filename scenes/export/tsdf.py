@@ -34,7 +34,7 @@ def tsdf_mesh(cloud: GaussianCloud, cameras, *, resolution: int = 160, voxel_siz
     import open3d as o3d
     import torch
 
-    from scenes.coherent.rendering import render_camera
+    from scenes.render import render_camera
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     means, quats, scales = t(cloud.means), t(cloud.quats), t(cloud.scales)
