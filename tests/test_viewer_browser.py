@@ -12,8 +12,6 @@ them the tests fail (never skip) with the commands that install them.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,74 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tools.browser import BrowserMissing, find_browser, shoot
+
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "docs" / "screenshots"
 SIZE = 512  # screenshot and reference render size (4x the sample's 128 px cameras)
 VIEW_CAMERA = "/cameras/r_008"  # a held-out view of the sample
-INSTALL = (
-    "apt-get install -y chromium chromium-driver && "
-    "npm install --prefix .venv/node playwright-core"
-)
-
-DRIVER_JS = r"""
-const { chromium } = require(process.env.GEO_PLAYWRIGHT_CORE);
-(async () => {
-  const job = JSON.parse(process.argv[2]);
-  const context = await chromium.launchPersistentContext(job.profile, {
-    executablePath: job.chromium, headless: true,
-    viewport: { width: job.width, height: job.height }, deviceScaleFactor: 1,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-           '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-           '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
-  });
-  const page = context.pages()[0] || await context.newPage();
-  const errors = [], logs = [];
-  page.on('console', (m) => { logs.push(m.type() + ': ' + m.text()); if (m.type() === 'error') errors.push(m.text()); });
-  page.on('pageerror', (e) => errors.push('uncaught: ' + e.message));
-  const t0 = Date.now();
-  let info = null;
-  try {
-    await page.goto(job.url, { waitUntil: 'load', timeout: job.timeout_ms });
-    await page.waitForFunction(job.ready, null, { timeout: job.timeout_ms, polling: 100 });
-    info = await page.evaluate(job.info);
-  } catch (e) { errors.push('driver: ' + e.message); }
-  const readyMs = Date.now() - t0;
-  await page.waitForTimeout(job.settle_ms);
-  for (const shot of job.shots) {
-    if (shot.css) await page.addStyleTag({ content: shot.css });
-    await page.screenshot({ path: shot.path });
-  }
-  await context.close();
-  console.log(JSON.stringify({ errors, logs, info, ready_ms: readyMs }));
-})().catch((e) => { console.log(JSON.stringify({ errors: ['driver crashed: ' + e.stack], logs: [] })); });
-"""
-
-
-def _browser() -> tuple[str, str, str]:
-    """(chromium, node, playwright-core dir), or fail with how to install them."""
-    chromium = os.environ.get("GEO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    node = shutil.which("node")
-    pw = Path(os.environ.get("GEO_PLAYWRIGHT_CORE", REPO / ".venv" / "node" / "node_modules" / "playwright-core"))
-    missing = [what for what, ok in (("chromium", chromium), ("node", node), (f"playwright-core at {pw}", pw.is_dir())) if not ok]
-    if missing:
-        pytest.fail(f"browser tests need {', '.join(missing)}; install with: {INSTALL} "
-                    "(or set GEO_CHROMIUM / GEO_PLAYWRIGHT_CORE)", pytrace=False)
-    return chromium, node, str(pw)
-
-
-def _shoot(tmp: Path, url: str, ready: str, info: str, shots: list[dict], settle_ms: int = 0, timeout_ms: int = 60000) -> dict:
-    chromium, node, pw = _browser()
-    driver = tmp / "driver.js"
-    driver.write_text(DRIVER_JS)
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"  # a fresh --user-data-dir per run
-    job = dict(url=url, ready=ready, info=info, shots=shots, settle_ms=settle_ms, timeout_ms=timeout_ms,
-               width=SIZE, height=SIZE, chromium=chromium, profile=str(profile))
-    r = subprocess.run([node, str(driver), json.dumps(job)], capture_output=True, text=True, timeout=180,
-                       env={**os.environ, "GEO_PLAYWRIGHT_CORE": pw})
-    assert r.stdout.strip(), f"browser driver printed nothing; stderr:\n{r.stderr[-3000:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 # -- the sample scene and its reference silhouette ------------------------------------------
 
 
@@ -183,6 +119,20 @@ def test_html_export_renders_like_the_rasterizer(sample, reference, tmp_path):
         results[name] = iou
         assert iou > 0.8, f"{name}: silhouette IoU {iou:.3f} against the CPU rasterizer (see {shot})"
     print(f"html export {export_s:.1f} s, {page.stat().st_size / 1e6:.2f} MB; IoU {results}")
+
+
+def _shoot(tmp: Path, url: str, ready: str, info: str, shots: list[dict], settle_ms: int = 0) -> dict:
+    try:
+        return shoot(tmp, url, ready, info, shots, size=(SIZE, SIZE), settle_ms=settle_ms)
+    except BrowserMissing as e:  # part of the issue: never skip, say how to install
+        pytest.fail(str(e), pytrace=False)
+
+
+def _browser() -> None:
+    try:
+        find_browser()
+    except BrowserMissing as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 def _free_port() -> int:
