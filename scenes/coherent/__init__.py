@@ -18,8 +18,9 @@ The user's path (:func:`scenes.coherent.train.reconstruct`, ``geo reconstruct``)
 
 Modules: ``config`` (tyro dataclasses), ``views``, ``mvs``, ``flow``,
 ``representation``, ``decoder``, ``losses`` (glue over :mod:`geo.regularizers` and
-kornia's SSIM), ``rendering`` (the one :func:`geo.raster.rasterize` call),
-``train``, ``baseline`` (3DGS + gsplat ``DefaultStrategy``), ``evaluate``, ``cli``.
+kornia's SSIM), ``train``, ``baseline`` (3DGS + gsplat ``DefaultStrategy``),
+``evaluate``, ``cli``. Rendering goes through :func:`scenes.render.render_camera`,
+the project's one call of :func:`geo.raster.rasterize`.
 
 Paper vs released code — the value chosen (all exposed in :class:`CoherentConfig`):
 
