@@ -19,7 +19,7 @@ from geo.regularizers import (
 )
 from geo.regularizers.sliced import gaussian_sw2_isotropic, wasserstein_1d
 
-ot = pytest.importorskip("ot")
+import ot  # noqa: E402
 D64 = torch.float64
 
 

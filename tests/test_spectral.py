@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-trimesh = pytest.importorskip("trimesh")
-gs = pytest.importorskip("geo.spectral")
+import trimesh  # noqa: E402
+
+import geo.spectral as gs  # noqa: E402
 from geo.spectral import laplacian  # noqa: E402
 from geo.spectral.surface import SpectralShape  # noqa: E402
 
@@ -88,10 +89,12 @@ def test_inputs_are_duck_typed():
         gs.eigenbasis(types.SimpleNamespace(payload=None), 4, "robust")
     cloud_node = types.SimpleNamespace(payload=types.SimpleNamespace(points=m.vertices))
     b = gs.eigenbasis(cloud_node, 4, "robust")
-    o3d = pytest.importorskip("open3d")
+    import open3d as o3d
+
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(m.vertices))
     np.testing.assert_allclose(gs.eigenbasis(pc, 4, "robust").eigenvalues, b.eigenvalues)
-    torch = pytest.importorskip("torch")
+    import torch
+
     np.testing.assert_allclose(gs.eigenbasis(torch.as_tensor(m.vertices), 4, "robust").eigenvalues, b.eigenvalues)
 
 

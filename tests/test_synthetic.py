@@ -21,8 +21,7 @@ from scenes.data.synthetic import (
     render_views,
 )
 
-trimesh = pytest.importorskip("trimesh")
-pytest.importorskip("open3d")
+import trimesh  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SPOT = ASSETS / "spot" / "spot_triangulated.obj"
@@ -61,8 +60,6 @@ def pixel_centres(h, w):
 
 @pytest.fixture(scope="module")
 def spot():
-    if not SPOT.exists():
-        pytest.skip("assets/spot missing")
     mesh = trimesh.load(SPOT, process=False, force="mesh")
     from PIL import Image
 
@@ -382,9 +379,7 @@ def test_render_synthetic_roundtrip(tmp_path, spot):
 
 
 def test_dataset_loads_with_load_capture(tmp_path):
-    data = pytest.importorskip("scenes.data")
-    if not hasattr(data, "load_capture") or not SPOT.exists():
-        pytest.skip("scenes.data.load_capture not available yet")
+    from scenes import data
     from scenes.payloads import Camera
 
     cfg = SyntheticConfig(views=3, resolution=24, flow=False)
@@ -404,8 +399,6 @@ def test_dataset_loads_with_load_capture(tmp_path):
 
 def test_bundled_sample_is_consistent():
     root = ASSETS / "spot_sample"
-    if not (root / "transforms.json").exists():
-        pytest.skip("assets/spot_sample missing")
     meta = json.loads((root / "transforms.json").read_text())
     n = len(meta["frames"])
     assert n >= 8 and len(list((root / "flow").glob("*.npz"))) == n * (n - 1)
