@@ -156,3 +156,52 @@ def test_checkpoint_loads_and_gives_basis_at_new_resolution():
     s = np.linalg.svd(C.T @ (np.sqrt(mass)[:, None] * basis[:, 1:4]), compute_uv=False)
     assert s.mean() > 0.8
     assert model.cfg.k >= 9
+
+
+def test_fast_paths_match_reference_formulas():
+    """The inference fast paths (ordered kd-tree queries, direct csr scaling, area weights
+    without the smoother, csr diffusion, torch gemm) equal the plain formulas."""
+    import scipy.sparse as sp
+
+    x, idx, sm = _item(500, seed=4)
+    D2 = ((x[:, None] - x[None]) ** 2).sum(-1)
+    ref = np.argsort(D2, axis=1, kind="stable")[:, :16]
+    rows = np.arange(500)[:, None]
+    np.testing.assert_allclose(np.sort(D2[rows, idx], 1), np.sort(D2[rows, ref], 1))
+    assert np.all(idx[:, 0] == np.arange(500))
+    # smoother operators vs the sparse-diagonal construction
+    dist = np.sqrt(np.maximum(D2[rows, idx], 0))
+    sigma = float(0.7 * np.median(dist[:, 8])) + 1e-12
+    w = np.exp(-(dist**2) / sigma**2).ravel()
+    W = sp.coo_matrix((w, (np.repeat(np.arange(500), 16), idx.ravel())), shape=(500, 500)).tocsr()
+    W = W.maximum(W.T)
+    d = np.asarray(W.sum(axis=1)).ravel()
+    Wt = sp.diags(1.0 / d) @ W @ sp.diags(1.0 / d)
+    dt = np.asarray(Wt.sum(axis=1)).ravel()
+    S_ref = sp.diags(dt**-0.5) @ Wt @ sp.diags(dt**-0.5)
+    np.testing.assert_allclose(sm.S.toarray(), S_ref.toarray(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(sm.P.toarray(), (sp.diags(1.0 / dt) @ Wt).toarray(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(sm.area_weights, np.pi * sigma**2 * dt, rtol=1e-6)
+    np.testing.assert_allclose(L.kernel_area_weights(idx, dist), sm.area_weights, rtol=1e-10)
+    # csr inference diffusion == coo autograd diffusion, batched with unequal step counts
+    x2, _, sm2 = _item(500, seed=5)
+    times = (0.002, 0.008, 0.03)
+    diffuse = L.make_diffuser([sm.P, sm2.P], [sm.t_step, 1.5 * sm2.t_step], times)
+    h = torch.randn(2, 500, 4)
+    with torch.inference_mode():
+        fast = diffuse(h)
+    slow = diffuse(h.clone().requires_grad_(True))
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), atol=1e-5)
+    A = np.random.default_rng(0).normal(size=(700, 5))
+    np.testing.assert_allclose(L._mm(A.T, A[:, ::-1]), A.T @ A[:, ::-1], rtol=1e-12, atol=1e-12)
+
+
+def test_subsampled_inference_is_m_orthonormal():
+    pts = sphere_points(900, seed=6)
+    w, basis, mass = L.learned_eigenbasis_points(pts, 6, model=small_net().eval(), max_network_points=300)
+    assert basis.shape == (900, 6) and mass.shape == (900,) and np.all(mass > 0)
+    np.testing.assert_allclose(basis.T @ (mass[:, None] * basis), np.eye(6), atol=1e-8)
+    assert np.ptp(basis[:, 0]) < 1e-12 and w[0] == 0
+    sm = L.ProbeSmoother(*((lambda x: (x, *L.knn_graph(x)))(L.canonicalize(pts)[0])))
+    np.testing.assert_allclose(mass, L.AREA_CALIBRATION * sm.area_weights * L.canonicalize(pts)[2] ** 2, rtol=1e-10)

@@ -48,6 +48,24 @@ AREA_CALIBRATION = 1.16
 # ----------------------------------------------------------------------------------
 # geometry helpers (numpy)
 # ----------------------------------------------------------------------------------
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for tall float64 operands through torch's BLAS.
+
+    Same product as numpy's, but it runs on torch's intra-op threads
+    (``torch.set_num_threads``): numpy's multi-threaded OpenBLAS gemm with a long inner
+    dimension (``[N, k]ᵀ [N, k]``, N ≥ 4096) was measured to stall for 0.1–1.6 s on a
+    loaded 2-core machine, which dominated the whole learned inference.
+    """
+    import torch
+
+    def t(m):
+        m = np.asarray(m, dtype=np.float64)
+        return torch.from_numpy(m if all(st >= 0 for st in m.strides) else np.ascontiguousarray(m))
+
+    with torch.inference_mode():
+        return (t(a) @ t(b)).numpy()
+
+
 def canonicalize(points: np.ndarray):
     """Centre, scale to unit RMS radius and rotate to principal axes.
 
@@ -61,24 +79,100 @@ def canonicalize(points: np.ndarray):
     if not scale > 0:
         raise ValueError("all points coincide")
     q = q / scale
-    _, vecs = np.linalg.eigh(q.T @ q)
-    R = vecs[:, ::-1]
-    x = q @ R
+    _, vecs = np.linalg.eigh(_mm(q.T, q))
+    R = np.ascontiguousarray(vecs[:, ::-1])
+    x = _mm(q, R)
     s = np.sign((x**3).sum(axis=0))
     s[s == 0] = 1.0
     R = R * s
     if np.linalg.det(R) < 0:
         R[:, 2] *= -1
-    return q @ R, c, scale, R
+    return _mm(q, R), c, scale, R
 
 
-def knn_graph(x: np.ndarray, k: int = KNN):
-    """``(idx [N, k], dist [N, k])`` of the k nearest neighbours, self first."""
+def _workers() -> int:
+    """Threads for the kd-tree queries: torch's intra-op thread count when torch is
+    loaded (so ``torch.set_num_threads`` bounds the whole inference), else all cores."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return max(1, int(torch.get_num_threads())) if torch is not None else -1
+
+
+def _query_ordered(tree, q: np.ndarray, k: int, order: np.ndarray, workers: int | None = None):
+    """``tree.query(q, k)`` run in the spatially coherent point order ``order`` (better
+    cache locality, same neighbours), rows scattered back: ``(idx [M, k], dist [M, k])``."""
+    d_o, i_o = tree.query(q[order], k=k, workers=_workers() if workers is None else workers)
+    idx = np.empty((len(q), k), dtype=np.int64)
+    dist = np.empty((len(q), k), dtype=np.float64)
+    idx[order] = i_o.reshape(len(q), k)
+    dist[order] = d_o.reshape(len(q), k)
+    return idx, dist
+
+
+def _knn_graph_ordered(x: np.ndarray, k: int = KNN, workers: int | None = None):
+    """:func:`knn_graph` plus the kd-tree's point order ``[N]`` (a spatial sort of ``x``)."""
     from scipy.spatial import cKDTree
 
     k = min(k, len(x))
-    dist, idx = cKDTree(x).query(x, k=k, workers=-1)
-    return idx.astype(np.int64), dist
+    tree = cKDTree(x)
+    order = tree.indices
+    return (*_query_ordered(tree, x, k, order, workers), order)
+
+
+def knn_graph(x: np.ndarray, k: int = KNN, workers: int | None = None):
+    """``(idx [N, k], dist [N, k])`` of the k nearest neighbours, self first.
+
+    ``workers``: kd-tree query threads (default: torch's thread count when torch is
+    loaded, else all cores)."""
+    return _knn_graph_ordered(x, k, workers)[:2]
+
+
+def _kernel_weights(idx, dist, sigma_scale: float):
+    """``(σ, W)``: the symmetrised (max) Gaussian kNN kernel as scipy csr ``[N, N]``."""
+    import scipy.sparse as sp
+
+    n, k = idx.shape
+    sigma = float(sigma_scale * np.median(dist[:, k // 2])) + 1e-12
+    w = np.exp(-(dist**2) / sigma**2)
+    W = sp.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    W.sum_duplicates()
+    return sigma, W.maximum(W.T).tocsr()
+
+
+def kernel_area_weights(idx, dist, sigma_scale: float = 0.7) -> np.ndarray:
+    """``ProbeSmoother(x, idx, dist, sigma_scale).area_weights`` without building the
+    smoother's operators (only the α = 1 degrees ``D̃`` are needed): ``[N]``."""
+    sigma, W = _kernel_weights(idx, dist, sigma_scale)
+    inv_d = 1.0 / np.asarray(W.sum(axis=1)).ravel()
+    dt = inv_d * (W @ inv_d)  # row sums of D^{-1} W D^{-1}
+    return math.pi * sigma**2 * dt
+
+
+def _scale_csr(A, left, right):
+    """``diag(left) A diag(right)`` for a scipy csr ``A`` (same sparsity, no products)."""
+    A = A.copy()
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    A.data *= left[rows] * right[A.indices]
+    return A
+
+
+def _torch_csr(A, dtype):
+    """scipy csr -> torch sparse csr (CPU sparse-dense products are much faster than COO)."""
+    import warnings
+
+    import torch
+
+    A = A.tocsr()
+    A.sort_indices()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(A.indptr, dtype=torch.int64),
+            torch.as_tensor(A.indices, dtype=torch.int64),
+            torch.as_tensor(A.data, dtype=dtype),
+            A.shape,
+        )
 
 
 class ProbeSmoother:
@@ -93,23 +187,18 @@ class ProbeSmoother:
     """
 
     def __init__(self, x, idx, dist, sigma_scale: float = 0.7):
-        import scipy.sparse as sp
-
-        n, k = idx.shape
-        self.sigma = float(sigma_scale * np.median(dist[:, k // 2])) + 1e-12
-        w = np.exp(-(dist**2) / self.sigma**2)
-        W = sp.coo_matrix((w.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n)).tocsr()
-        W = W.maximum(W.T)
-        d = np.asarray(W.sum(axis=1)).ravel()
-        Wt = sp.diags(1.0 / d) @ W @ sp.diags(1.0 / d)  # α = 1: remove the sampling density
+        n = idx.shape[0]
+        self.sigma, W = _kernel_weights(idx, dist, sigma_scale)
+        inv_d = 1.0 / np.asarray(W.sum(axis=1)).ravel()
+        Wt = _scale_csr(W, inv_d, inv_d)  # α = 1: remove the sampling density
         dt = np.asarray(Wt.sum(axis=1)).ravel()
-        self.S = (sp.diags(dt**-0.5) @ Wt @ sp.diags(dt**-0.5)).tocsr()
+        self.S = _scale_csr(Wt, dt**-0.5, dt**-0.5)
         # random-walk step variance -> diffusion time per step (2D: E|Δx|² = 4t)
-        P = (sp.diags(1.0 / dt) @ Wt).tocsr()
+        P = _scale_csr(Wt, 1.0 / dt, np.ones(n))
         self.P = P
-        coo = P.tocoo()
-        sq = ((x[coo.row] - x[coo.col]) ** 2).sum(axis=1)
-        var = np.bincount(coo.row, weights=coo.data * sq, minlength=n)
+        rows = np.repeat(np.arange(n), np.diff(P.indptr))
+        sq = ((x[rows] - x[P.indices]) ** 2).sum(axis=1)
+        var = np.bincount(rows, weights=P.data * sq, minlength=n)
         self.t_step = float((var * dt).sum() / dt.sum() / 4.0)
         self.area_weights = math.pi * self.sigma**2 * dt
         self.sqrt_density_vector = np.sqrt(dt / dt.sum())
@@ -378,10 +467,10 @@ def rayleigh_ritz_in_span(Q: np.ndarray, SnQ: np.ndarray):
     is kept. Args: ``Q [N, K]`` orthonormal, ``SnQ = S^n Q``. Returns ``(Q', mu [K])``
     with ``mu_k = ‖S^n q'_k‖²``.
     """
-    ev, U = np.linalg.eigh(SnQ[:, 1:].T @ SnQ[:, 1:])
+    ev, U = np.linalg.eigh(_mm(SnQ[:, 1:].T, SnQ[:, 1:]))
     U, ev = U[:, ::-1], ev[::-1]
-    mu = np.concatenate([[float(SnQ[:, 0] @ SnQ[:, 0])], ev])
-    return np.concatenate([Q[:, :1], Q[:, 1:] @ U], axis=1), mu
+    mu = np.concatenate([[float((SnQ[:, 0] ** 2).sum())], ev])
+    return np.concatenate([Q[:, :1], _mm(Q[:, 1:], U)], axis=1), mu
 
 
 def make_diffuser(P_list, t_steps, times):
@@ -391,29 +480,45 @@ def make_diffuser(P_list, t_steps, times):
     their diffusion time per step; ``times``: target diffusion times. Step counts are
     per cloud (``round(t / t_step)``), applied on the block-diagonal batch operator.
     """
+    import scipy.sparse as sp
     import torch
 
     B = len(P_list)
     N = P_list[0].shape[0]
-    rows, cols, vals = [], [], []
-    for b, P in enumerate(P_list):
-        c = P.tocoo()
-        rows.append(torch.as_tensor(c.row + b * N, dtype=torch.int64))
-        cols.append(torch.as_tensor(c.col + b * N, dtype=torch.int64))
-        vals.append(torch.as_tensor(c.data, dtype=torch.float32))
-    index = torch.stack([torch.cat(rows), torch.cat(cols)])
-    Pt = torch.sparse_coo_tensor(index, torch.cat(vals), (B * N, B * N), check_invariants=False)
-    Pt = Pt.coalesce()
     steps = torch.tensor([[max(1, round(t / ts)) for t in times] for ts in t_steps])  # [B, T]
+    Pt = Pcsr = None
+
+    def csr():  # inference path: csr sparse-dense products (~8x faster than coo on CPU)
+        nonlocal Pcsr
+        if Pcsr is None:
+            Pcsr = _torch_csr(sp.block_diag(P_list, format="csr") if B > 1 else P_list[0], torch.float32)
+        return Pcsr
+
+    def coo():  # autograd path (training): COO sparse-dense products
+        nonlocal Pt
+        if Pt is None:
+            rows, cols, vals = [], [], []
+            for b, P in enumerate(P_list):
+                c = P.tocoo()
+                rows.append(torch.as_tensor(c.row + b * N, dtype=torch.int64))
+                cols.append(torch.as_tensor(c.col + b * N, dtype=torch.int64))
+                vals.append(torch.as_tensor(c.data, dtype=torch.float32))
+            index = torch.stack([torch.cat(rows), torch.cat(cols)])
+            Pt = torch.sparse_coo_tensor(index, torch.cat(vals), (B * N, B * N), check_invariants=False).coalesce()
+        return Pt
 
     def diffuse(h):
         C = h.shape[-1]
         y = h.reshape(B * N, C)
+        P = coo() if (torch.is_grad_enabled() and y.requires_grad) else csr()
         out, done = [], 0
         for j in range(len(times)):
             for i in range(done, int(steps[:, j].max())):
-                active = (steps[:, j] > i).repeat_interleave(N).unsqueeze(-1)
-                y = torch.where(active, torch.sparse.mm(Pt, y), y)
+                active = steps[:, j] > i
+                if bool(active.all()):
+                    y = torch.sparse.mm(P, y)
+                else:
+                    y = torch.where(active.repeat_interleave(N).unsqueeze(-1), torch.sparse.mm(P, y), y)
             done = int(steps[:, j].max())
             out.append(y.reshape(B, N, C))
         return out
@@ -430,7 +535,7 @@ def predict_q(model, x: np.ndarray, idx: np.ndarray, smoother=None):
         if smoother is None:
             smoother = ProbeSmoother(x, idx, np.linalg.norm(x[idx] - x[:, None], axis=-1))
         diffuse = make_diffuser([smoother.P], [smoother.t_step], model.cfg.diffusion_times)
-    with torch.no_grad():
+    with torch.inference_mode():
         xt = torch.as_tensor(x, dtype=torch.float32)[None]
         it = torch.as_tensor(idx[:, : model.cfg.knn], dtype=torch.int64)[None]
         raw = model(xt, it, diffuse)[0].double()
@@ -474,6 +579,8 @@ def learned_eigenbasis_points(
         ``(eigenvalues [k], basis [N, k], mass [N])``, float64, in the units of
         ``points``; ``basisᵀ diag(mass) basis = I``, ``basis[:, 0]`` constant.
     """
+    import torch
+
     model = model if model is not None else _default_model(checkpoint)
     K = model.cfg.k
     if k > K:
@@ -490,11 +597,14 @@ def learned_eigenbasis_points(
     sm_s = ProbeSmoother(xs, idx_s, dist_s)
     Qs = predict_q(model, xs, idx_s, sm_s)  # all K columns: the learned span
     n = sm_s.n_steps(probe_time)
+    S_t = _torch_csr(sm_s.S, torch.float64)
 
-    def smooth(A):
-        for _ in range(n):
-            A = sm_s.S @ A
-        return A
+    def smooth(A):  # S^n A (torch csr products: several times faster than scipy's)
+        with torch.inference_mode():
+            At = torch.from_numpy(np.ascontiguousarray(A))
+            for _ in range(n):
+                At = torch.sparse.mm(S_t, At)
+            return At.numpy()
 
     for _ in range(refine_iters):  # optional subspace iteration on the probe covariance S^{2n}
         Qs, _ = np.linalg.qr(np.concatenate([Qs[:, :1], smooth(Qs)[:, 1:]], axis=1))
@@ -518,19 +628,24 @@ def learned_eigenbasis_points(
     mass = area * q1sq / q1sq.sum()
     basis = np.concatenate([np.ones((len(xs), 1)), Qs[:, 1:] / np.sqrt(mass)[:, None]], axis=1)
     if sub is not None:
+        import scipy.sparse as sp
         from scipy.spatial import cKDTree
 
-        d, j = cKDTree(xs).query(x, k=4, workers=-1)
+        idx, dist, order = _knn_graph_ordered(x, n_knn)
+        mass = AREA_CALIBRATION * kernel_area_weights(idx, dist) * scale**2
+        # inverse-distance interpolation over the 4 nearest subsample points, as a
+        # sparse [N, n_sub] operator (queried in the full cloud's spatial order)
+        j, d = _query_ordered(cKDTree(xs), x, 4, order)
         w = 1.0 / np.maximum(d, 1e-9 * float(np.median(dist_s[:, 1])))
         w /= w.sum(axis=1, keepdims=True)
-        basis = np.einsum("nj,njk->nk", w, basis[j])
-        idx, dist = knn_graph(x, n_knn)
-        mass = AREA_CALIBRATION * ProbeSmoother(x, idx, dist).area_weights * scale**2
+        interp = sp.csr_matrix((w.ravel(), j.ravel(), np.arange(0, 4 * len(x) + 1, 4)), shape=(len(x), len(xs)))
+        basis = interp @ basis
     # The first column is the constant; re-orthonormalise the rest in the M inner
     # product (Cholesky QR keeps column order) — a no-op at full resolution unless the
     # guard clipped or q1 changed sign.
-    G = basis.T @ (mass[:, None] * basis)
-    basis = np.linalg.solve(np.linalg.cholesky(G), basis.T).T
+    G = _mm(basis.T, mass[:, None] * basis)
+    C_inv = np.linalg.inv(np.linalg.cholesky(G))  # k x k, lower triangular
+    basis = _mm(basis, C_inv.T)
     sgn = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)])
     sgn[sgn == 0] = 1
     return lam, basis * sgn, mass

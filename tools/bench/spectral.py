@@ -19,7 +19,10 @@ Metrics (indices 2..k, the constant eigenvector is exact by construction and exc
   (``rayleigh_ritz=False``), ``robust_*`` the robust Laplacian on the same vertices.
 * ``speedup_vs_eigsh`` — wall time of robust Laplacian + shift-invert eigsh (k=30) over
   the learned inference (kNN, network, QR, mass, eigenvalues) on a 50k-point cloud
-  sampled from the held-out cactus.
+  sampled from the held-out cactus (medians over the repetitions, the two timed
+  alternately). Both sides get ``--threads`` threads: torch (and the learned path's
+  kd-tree queries) via ``torch.set_num_threads``, numpy/scipy's BLAS and OpenMP via
+  ``OMP/OPENBLAS/MKL_NUM_THREADS`` set before numpy is imported.
 
     python tools/bench/spectral.py --quick      # < 2 min
     python tools/bench/spectral.py --plot docs/spectral_eigenfunctions.png
@@ -31,10 +34,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _pin_blas_threads(argv) -> str:
+    """Give numpy/scipy's BLAS (and OpenMP) the same thread count as torch (``--threads``,
+    default 2), so both sides of ``speedup_vs_eigsh`` run on the same number of threads.
+    BLAS reads these variables once, when it is loaded: this must run before numpy is
+    imported (it is, when the script is run directly)."""
+    n = "2"
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = argv[i + 1]
+        elif a.startswith("--threads="):
+            n = a.split("=", 1)[1]
+    for v in _THREAD_VARS:
+        os.environ[v] = n
+    return n
+
+
+if __name__ == "__main__":
+    _pin_blas_threads(sys.argv[1:])
+
+import numpy as np  # noqa: E402
 
 
 def groups_from_eigenvalues(evals: np.ndarray, tol: float) -> list[np.ndarray]:
@@ -212,7 +239,13 @@ def main(argv=None):
     from geo.spectral.learned import load_checkpoint
     from geo.spectral.shapes import DEFAULT_DATA
 
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)  # torch ops and the learned path's kd-tree queries
+    if any(os.environ.get(v) != str(a.threads) for v in _THREAD_VARS):
+        print(
+            f"warning: BLAS thread variables are not pinned to --threads={a.threads} "
+            "(numpy was imported first); speedup_vs_eigsh may compare different thread counts",
+            file=sys.stderr,
+        )
     data = a.data or DEFAULT_DATA
     t0 = time.time()
     model = load_checkpoint(a.checkpoint)
@@ -235,6 +268,7 @@ def main(argv=None):
         "robust_cos_k30": round(mean("cos_k30", "robust"), 4),
         "t_learned_s": round(tl, 3),
         "t_robust_eigsh_s": round(tr, 3),
+        "threads": a.threads,
         "heldout": "cactus",
         "wall_s": round(time.time() - t0, 1),
     }
