@@ -18,6 +18,7 @@ import tyro
 from scenes.coherent.cli import Eval, Reconstruct
 from scenes.data.synthetic import SyntheticConfig
 from scenes.export.cli import Export, View
+from scenes.voxe.cli import Edit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
@@ -74,6 +75,7 @@ COMMANDS = {
     "render-synthetic": RenderSynthetic,
     "reconstruct": Reconstruct,
     "eval": Eval,
+    "edit": Edit,
     "export": Export,
     "view": View,
     "demo": Demo,

@@ -45,7 +45,7 @@ fi
 "$VENV/bin/python" -c "import torch" || { echo "[setup] torch failed to install" >&2; exit 1; }
 
 echo "[setup] installing geo and its dependencies"
-"${PIP[@]}" install -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+"${PIP[@]}" install -e ".[dev,edit]" 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/python" -c "import geo, scenes, tools, open3d, gsplat, kornia, trimesh, tyro" \
   || { echo "[setup] installation incomplete" >&2; exit 1; }
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
