@@ -70,6 +70,41 @@ def _summarize_geometry_file(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _gaussian_format(p: Path) -> str | None:
+    """``"splat"``, ``"ply"`` (3DGS), ``"ply-compressed"`` (SuperSplat), or None for other files."""
+    if p.suffix.lower() == ".splat":
+        return "splat"
+    if p.suffix.lower() != ".ply":
+        return None
+    with open(p, "rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"end_header")
+    header = head[:end] if end >= 0 else b""
+    if b"packed_position" in header:
+        return "ply-compressed"
+    return "ply" if b"property float opacity" in header else None
+
+
+def _summarize_gaussians_file(p: Path, fmt: str) -> str:
+    from scenes.export.ply_compressed import read_compressed_ply
+    from scenes.export.ply_gaussians import read_gaussian_ply
+    from scenes.export.splat import read_splat
+
+    read, kind = {
+        "splat": (read_splat, "antimatter15 .splat"),
+        "ply-compressed": (read_compressed_ply, "SuperSplat compressed PLY"),
+        "ply": (read_gaussian_ply, "3DGS PLY"),
+    }[fmt]
+    cloud = read(p)
+    lo, hi = cloud.means.min(0), cloud.means.max(0)
+    return "\n".join([
+        f"{p} ({kind})",
+        f"  Gaussians: {cloud.num}, SH degree {cloud.sh_degree}",
+        f"  opacity: median {float(np.median(cloud.opacities)):.3g}; scale: median {float(np.median(cloud.scales)):.3g}",
+        f"  bounds: min {np.array2string(lo, precision=4)} max {np.array2string(hi, precision=4)}",
+    ])
+
+
 def summarize(path) -> str:
     """Text summary of ``path``: a scene directory (has ``scene.json``), a mesh or
     point-cloud file (``MESH_SUFFIXES``), or a capture directory readable by
@@ -87,9 +122,13 @@ def summarize(path) -> str:
 
         return summarize_graph(load_scene(p), f"{p} (scene)")
     if p.is_file():
+        fmt = _gaussian_format(p)
+        if fmt is not None:
+            return _summarize_gaussians_file(p, fmt)
         if p.suffix.lower() in MESH_SUFFIXES:
             return _summarize_geometry_file(p)
-        raise ValueError(f"{p}: unsupported file type {p.suffix!r}; expected a scene directory or one of {MESH_SUFFIXES}")
+        raise ValueError(f"{p}: unsupported file type {p.suffix!r}; expected a scene directory, a Gaussian file "
+                         f"(.ply, .splat) or one of {MESH_SUFFIXES}")
     try:
         from scenes.data import load_capture
     except ImportError as e:
