@@ -32,9 +32,13 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 have_torch=$("$VENV/bin/python" -c "import torch; print(torch.__version__)" 2>/dev/null || true)
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   case "$have_torch" in
-    "$TORCH_VERSION"*cpu*|"") echo "[setup] GPU found: installing torch==$TORCH_VERSION (CUDA build)"
-                              "${PIP[@]}" install --force-reinstall "torch==$TORCH_VERSION" 2>&1 | grep -v '^WARNING: Location' || true ;;
+    # A local find-links folder may hold a +cpu wheel that pip would prefer (its
+    # local version sorts higher): look only at the index for the CUDA build.
+    *cpu*|"") echo "[setup] GPU found: installing torch==$TORCH_VERSION (CUDA build)"
+              PIP_FIND_LINKS="" "${PIP[@]}" install --force-reinstall "torch==$TORCH_VERSION" 2>&1 | grep -v '^WARNING: Location' || true ;;
   esac
+  "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || echo "[setup] warning: a GPU is present but torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null) cannot use it"
 else
   if [ -z "$have_torch" ]; then
     echo "[setup] no GPU: installing torch==$TORCH_VERSION CPU build"
