@@ -168,3 +168,54 @@ def test_sampling_weights_follow_inverse_frequency():
         frac.append((labels.reshape(-1)[idx] == 1).float().mean().item())
     # weighted share of class 1 is 100 / (100 + 990 + 100) ~ 0.084, uniform would be 0.0099
     assert 0.06 < np.mean(frac) < 0.12
+
+
+def _flow2d_at_scales(scene, cfg_loss, scales, margin=2.0):
+    """loss_flow2d for flow = s * flow_gt, with occupied voxels only (free ones ignored) at opacity sigmoid(margin)."""
+    cfg, labels, flow_gt, views, _ = scene
+    lab = torch.where(labels == FREE, torch.full_like(labels, 255), labels)
+    logits = perfect_logits(labels.clamp_max(K - 1), margin)
+    loss_fn = VoxelSplatLoss(cfg_loss)
+    return [run(loss_fn, cfg, logits, s * flow_gt, lab, flow_gt, views)["loss_flow2d"].item() for s in scales]
+
+
+def test_expected_render_flow_is_unbiased_by_opacity(scene):
+    # the accumulated render scales the flow by the predicted alpha (< 1), so the release's
+    # term prefers an inflated flow; the alpha-normalised (expected) render prefers the true one
+    scales = (1.0, 1.2)  # at opacity 0.5 (margin 0), as early in training
+    acc = _flow2d_at_scales(scene, VoxelSplatConfig(depth_mode="accumulated", depth_metric="l1"), scales, margin=0.0)
+    exp = _flow2d_at_scales(scene, VoxelSplatConfig(), scales, margin=0.0)
+    assert acc[1] < acc[0], acc
+    assert exp[0] < 0.5 * exp[1], exp
+
+
+def test_flow_render_does_not_train_opacity_by_default(scene):
+    cfg, labels, flow_gt, views, _ = scene
+    for grad_on, expect in ((False, False), (True, True)):
+        logits = torch.zeros(1, K, *labels.shape[1:], requires_grad=True)
+        flow = torch.randn(flow_gt.shape, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        out = run(VoxelSplatLoss(VoxelSplatConfig(flow_opacity_grad=grad_on)), cfg, logits, flow, labels, flow_gt, views)
+        g_logits, g_flow = torch.autograd.grad(out["loss_flow2d"], [logits, flow], allow_unused=True)
+        assert g_flow is not None and g_flow.abs().sum() > 0
+        reached = g_logits is not None and g_logits.abs().sum() > 0
+        assert reached == expect
+
+
+def test_log_depth_is_scale_free(scene):
+    # |log D - log D*| does not change when the whole scene (and the cameras) is scaled
+    cfg, labels, flow_gt, views, _ = scene
+    logits = torch.zeros(1, K, *labels.shape[1:])
+    c2e2 = views.cam_to_ego.clone()
+    c2e2[..., :3, 3] *= 2
+    views2 = RigViews(views.Ks, c2e2, views.dt, views.width, views.height)
+    loss_fn = VoxelSplatLoss(VoxelSplatConfig())
+    d1 = loss_fn(logits, flow_gt, labels, flow_gt, cfg.origin, cfg.voxel_size, views)["loss_depth2d"].item()
+    o2 = tuple(2 * o for o in cfg.origin)
+    d2 = loss_fn(logits, flow_gt, labels, flow_gt, o2, 2 * cfg.voxel_size, views2)["loss_depth2d"].item()
+    assert abs(d1 - d2) < 0.05 * d1, (d1, d2)
+
+
+def test_log_depth_needs_expected_mode():
+    with pytest.raises(ValueError):
+        VoxelSplatConfig(depth_mode="accumulated")  # depth_metric defaults to "log"
+    VoxelSplatConfig(depth_mode="accumulated", depth_metric="l1")

@@ -24,11 +24,24 @@ voxel traversal), ``metrics``, ``synthetic`` (dynamic scenes with a camera rig),
 Settings taken from the release (``occupancy_configs/voxelsplat``,
 ``gaussian_head*.py``): Gaussian std 0.12 m at 0.4 m voxels (``scale_fraction
 0.3``), opacity ``sigmoid(-free logit)``, ground-truth Gaussians with opacity 1
-on occupied voxels, ``RGB+D`` renders (accumulated depth, L1 over all pixels),
-2D CE weight 0.5, flow weight ``|flow_gt| + 0.1`` normalised by its sum, 100k
-samples, sampling exponents 0.5 and speed bins [0, 1, 2, 5, 10, inf) m/s.
+on occupied voxels, 2D CE weight 0.5, depth weight 1, flow weight ``|flow_gt| + 0.1``
+normalised by its sum, 100k samples, sampling exponents 0.5 and speed bins
+[0, 1, 2, 5, 10, inf) m/s.
 
 Departures, and why:
+
+* **Alpha-normalised renders** (``depth_mode="expected"``): depth, logits and flow
+  are ``sum w_i x_i / sum w_i`` on pixels with a ground-truth surface; the release
+  renders ``RGB+D`` (``sum w_i x_i``, depth L1 over all pixels), which scales every
+  channel by the predicted alpha: its "depth" is part opacity (gradient ~z metres
+  per unit opacity, and free voxels in front can raise it) and its rendered flow
+  shrinks with alpha, so the flow term rewards an inflated flow.
+* **Log depth** (``depth_metric="log"``): ``|log D - log D*|`` is dimensionless like
+  the cross-entropies; the release's metres L1 scales with the scene.
+* **Flow render without opacity gradient** (``flow_opacity_grad=False``): flow
+  errors train the flow (values and motion), not the occupancy.
+* **2D flow weight 0.17** (release 1): set so that its parameter gradient at
+  initialisation equals ``loss_flow3d``'s (see :class:`VoxelSplatConfig`).
 
 * **2D semantic target** is the ``argmax`` of the rendered ground-truth one-hot
   (or the given label image), with pixels of ground-truth opacity > 0.5; the

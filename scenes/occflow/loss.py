@@ -8,12 +8,15 @@ Pipeline for one batch element (Zhu et al., CVPR 2025, Sec. 3 and Fig. 2):
    isotropic std ``scale_fraction * voxel_size``, opacity ``sigmoid(-free logit)``,
    features = the non-free logits and the flow; the ground-truth Gaussians are
    the sampled *occupied* voxels with opacity 1 and features one-hot + true flow;
-3. render both with :func:`geo.raster.rasterize` (``RGB+D``) into every key-frame
-   camera; in each adjacent frame (time offset ``dt``) move the dynamic predicted
+3. render both with :func:`geo.raster.rasterize` into every key-frame camera
+   (alpha-normalised channels by default, ``RGB+D`` accumulations with
+   ``depth_mode="accumulated"``; the flow separately with stop-gradient
+   opacities unless ``flow_opacity_grad``); in each adjacent frame (time offset ``dt``) move the dynamic predicted
    Gaussians (true speed > ``dynamic_speed``) by ``dt * flow`` and the true ones by
    ``dt * flow_gt``, keep the static ones, and render again;
 4. losses: ``loss_sem2d`` cross-entropy of the rendered logits against the label
-   image on pixels with ground-truth depth; ``loss_depth2d`` L1 depth;
+   image on pixels with ground-truth depth; ``loss_depth2d`` log-depth L1 (or
+   metres L1, ``depth_metric``);
    ``loss_flow2d`` = :math:`\sum_p w_p |f_p - f^*_p|_1 / \sum_p w_p` with
    :math:`w_p = |f^*_p| + 0.1` on the rendered flow, and ``loss_flow3d`` the same on
    the voxels. Both flow terms and the adjacent-frame renders follow
@@ -148,25 +151,40 @@ def weighted_flow_l1(pred: Tensor, target: Tensor, mask: Tensor | None = None, e
 
 
 def _render(g: Gaussians, means: Tensor, viewmats: Tensor, Ks: Tensor, W: int, H: int, cfg: VoxelSplatConfig):
-    """Features ``[c, H, W, D]``, depth ``[c, H, W]`` and alpha ``[c, H, W]``."""
-    mode = "RGB+D" if cfg.depth_mode == "accumulated" else "RGB+ED"
+    """Features ``[c, H, W, D]``, depth ``[c, H, W]`` and alpha ``[c, H, W]``.
+
+    ``depth_mode="expected"``: features and depth are the alpha-normalised
+    (expected) values ``sum_i w_i x_i / max(sum_i w_i, alpha_floor)``; otherwise
+    the raw accumulations ``sum_i w_i x_i`` (the release's ``RGB+D``).
+    """
     n = means.shape[0]
     quats = means.new_zeros(n, 4)
     quats[:, 0] = 1.0
     scales = g.scale.to(means).expand(n, 3)
     img, alpha, _ = rasterize(means, quats, scales, g.opacities, g.features, viewmats, Ks, W, H,
-                              near_plane=cfg.near_plane, far_plane=cfg.far_plane, render_mode=mode)
-    return img[..., :-1], img[..., -1], alpha[..., 0]
+                              near_plane=cfg.near_plane, far_plane=cfg.far_plane, render_mode="RGB+D")
+    alpha = alpha[..., 0]
+    if cfg.depth_mode == "expected":
+        img = img / alpha.clamp_min(cfg.alpha_floor)[..., None]
+    return img[..., :-1], img[..., -1], alpha
 
 
 def _pred_sums(means, opacities, features, flow3, scale, viewmats, Ks, tgt_sem, sem_valid, tgt_depth,
                depth_valid, tgt_flow, flow_w, *, W, H, n_cls, cfg):
     """Summed (not averaged) 2D terms of one camera chunk; the checkpointed unit."""
-    g = Gaussians(means, opacities, features, flow3, scale)
-    feats, depth, _ = _render(g, means, viewmats, Ks, W, H, cfg)
-    logits, flow = feats[..., :n_cls], feats[..., n_cls:]
+    if cfg.flow_opacity_grad:  # one render; the flow term also moves the opacities (the release)
+        feats, depth, _ = _render(Gaussians(means, opacities, features, flow3, scale), means, viewmats, Ks, W, H, cfg)
+        logits, flow = feats[..., :n_cls], feats[..., n_cls:]
+    else:  # the flow render sees the opacities as constants: it trains the flow (values, motion) only
+        logits, depth, _ = _render(Gaussians(means, opacities, features[:, :n_cls], flow3, scale), means, viewmats,
+                                   Ks, W, H, cfg)
+        flow, _, _ = _render(Gaussians(means, opacities.detach(), features[:, n_cls:], flow3, scale), means,
+                             viewmats, Ks, W, H, cfg)
     sem = F.cross_entropy(logits[sem_valid], tgt_sem[sem_valid], reduction="sum")
-    dep = (depth - tgt_depth).abs()[depth_valid].sum()
+    if cfg.depth_metric == "log":  # dimensionless: |log D - log D*| on pixels with a target depth
+        dep = (depth[depth_valid].clamp_min(cfg.near_plane).log() - tgt_depth[depth_valid].clamp_min(cfg.near_plane).log()).abs().sum()
+    else:
+        dep = (depth - tgt_depth).abs()[depth_valid].sum()
     flo = ((flow - tgt_flow).abs().sum(-1) * flow_w).sum()
     return torch.stack([sem, dep, flo])
 
@@ -284,6 +302,8 @@ class VoxelSplatLoss(torch.nn.Module):
                 flow = images.flow[b, t, cs].to(viewmats)
         depth_valid = torch.ones_like(sem_valid) if cfg.depth_mode == "accumulated" else sem_valid
         flow_w = flow.norm(dim=-1) + cfg.flow_eps
+        if cfg.depth_mode == "expected":  # the expected flow is defined where the target has a surface only
+            flow_w = flow_w * sem_valid.to(flow_w)
         return sem, sem_valid, depth, depth_valid, flow, flow_w
 
 

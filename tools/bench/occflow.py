@@ -19,8 +19,10 @@ Usage: ``python -m tools.bench.occflow [--quick] [--seeds 0 1 2] [--steps N]``.
 ``--quick`` (one seed, 4 training sequences, 80 steps) runs in under 2 minutes on
 2 CPU cores; the full run (6 training sequences, 200 steps) averages 3 seeds. The
 world is 32 x 32 x 8 voxels of 0.5 m, 6 cameras of 48 x 32. ``--w-sem2d``,
-``--w-depth2d``, ``--w-flow2d``, ``--depth-mode``, ``--dynamic-speed`` override the
-loss's (release) defaults for ablations. A picture of ground truth vs both predictions for one
+``--w-depth2d``, ``--w-flow2d``, ``--depth-mode``, ``--depth-metric``, ``--dynamic-speed``
+override the loss's defaults for ablations (the release's behaviour:
+``--depth-mode accumulated --w-flow2d 1``, plus ``flow_opacity_grad=True`` in
+:class:`VoxelSplatConfig`). A picture of ground truth vs both predictions for one
 test frame (bird's-eye view of the top occupied class per column) goes to
 ``--picture`` (default ``docs/occflow_frame.png``). The last stdout line is one
 JSON object with ``miou_base``, ``miou_voxelsplat``, ``mave_base``,
@@ -211,10 +213,12 @@ def run(args) -> dict:
     world = SyntheticConfig(grid=(32, 32, 8), frames=4, n_cameras=6, width=48, height=32, n_cars=3,
                             n_pedestrians=2, n_barriers=2, n_poles=3)
     n_train, n_test = (4, 1) if args.quick else (6, 2)
-    # the library defaults (the release's weights) unless overridden on the command line
+    # the library defaults unless overridden on the command line
     vs_cfg = VoxelSplatConfig(max_gaussians=args.max_gaussians, cameras_per_chunk=world.n_cameras, checkpoint=False)
-    over = {k: getattr(args, k) for k in ("w_sem2d", "w_depth2d", "w_flow2d", "depth_mode", "dynamic_speed")
-            if getattr(args, k) is not None}
+    over = {k: getattr(args, k) for k in ("w_sem2d", "w_depth2d", "w_flow2d", "depth_mode", "depth_metric",
+                                          "dynamic_speed") if getattr(args, k) is not None}
+    if over.get("depth_mode") == "accumulated" and "depth_metric" not in over:
+        over["depth_metric"] = "l1"  # the release's accumulated-depth L1
     vs_cfg = replace(vs_cfg, **over)
     results = []
     for seed in args.seeds:
@@ -240,7 +244,7 @@ def run(args) -> dict:
     return {**{k: round(v, 4) for k, v in mean.items()}, "seeds": list(args.seeds), "steps": args.steps,
             "quick": bool(args.quick), "voxelsplat": {k: getattr(vs_cfg, k) for k in
                                                       ("w_sem2d", "w_depth2d", "w_flow2d", "w_flow3d", "depth_mode",
-                                                       "dynamic_speed", "max_gaussians")}}
+                                                       "depth_metric", "dynamic_speed", "max_gaussians")}}
 
 
 def main(argv=None) -> int:
@@ -255,6 +259,7 @@ def main(argv=None) -> int:
     p.add_argument("--w-depth2d", type=float, default=None)
     p.add_argument("--w-flow2d", type=float, default=None)
     p.add_argument("--depth-mode", choices=("accumulated", "expected"), default=None)
+    p.add_argument("--depth-metric", choices=("l1", "log"), default=None)
     p.add_argument("--dynamic-speed", type=float, default=None)
     args = p.parse_args(argv)
     if args.seeds is None:
