@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes"]
+__all__ = ["atomic_write", "atomic_write_bytes", "jsonable"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -45,3 +45,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
     """Atomically write ``data`` (``str`` is UTF-8 encoded) to ``path``."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     return atomic_write(path, lambda t: t.write_bytes(payload))
+
+
+def jsonable(x):
+    """``x`` with tuples as lists and paths as strings, recursively, ready for ``json.dumps``
+    (e.g. ``dataclasses.asdict`` of a config)."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from scenes.payloads import _Payload, check_array, register_payload
+from scenes.payloads import SH_C0, _Payload, check_array, register_payload
 
 __all__ = ["VoxelGrid", "COLOR_MODES", "sh_channels", "render_rays", "render_view", "ray_box", "sample_grid",
            "voxel_colors", "occupancy_lookup", "occupancy_from_density"]
@@ -39,9 +39,6 @@ __all__ = ["VoxelGrid", "COLOR_MODES", "sh_channels", "render_rays", "render_vie
 COLOR_MODES = ("rgb", "sh")
 
 # real SH constants (as in 3DGS / Plenoxels), degree <= 2
-_C0 = 0.28209479177387814
-_C1 = 0.4886025119029199
-_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 
 
 def sh_channels(degree: int) -> int:
@@ -143,7 +140,7 @@ class VoxelGrid(_Payload):
         f = np.asarray(self.features[..., :3], np.float64)
         if self.color == "rgb":
             return 1.0 / (1.0 + np.exp(-f))
-        return np.clip(_C0 * f + 0.5, 0.0, 1.0)
+        return np.clip(SH_C0 * f + 0.5, 0.0, 1.0)
 
     def sample(self, points) -> tuple[np.ndarray, np.ndarray]:
         """Trilinear ``(sigma [N], rgb [N, 3])`` at ``[N, 3]`` local points (softplus after interpolation)."""
@@ -210,20 +207,6 @@ def sample_grid(density, features, bounds_min, bounds_max, points):
     return raw, feat
 
 
-def _sh_basis(dirs, degree: int):
-    """Real SH basis ``[N, (d+1)^2]`` for unit directions ``[N, 3]``."""
-    import torch
-
-    x, y, z = dirs.unbind(-1)
-    out = [torch.full_like(x, _C0)]
-    if degree >= 1:
-        out += [-_C1 * y, _C1 * z, -_C1 * x]
-    if degree >= 2:
-        xx, yy, zz = x * x, y * y, z * z
-        out += [_C2[0] * x * y, _C2[1] * y * z, _C2[2] * (2 * zz - xx - yy), _C2[3] * x * z, _C2[4] * (xx - yy)]
-    return torch.stack(out, -1)
-
-
 def voxel_colors(feat, color: str, dirs):
     """Colour ``[N, 3]`` from interpolated features ``[N, C]`` (and unit view directions for SH)."""
     import torch
@@ -236,9 +219,11 @@ def voxel_colors(feat, color: str, dirs):
     coef = feat[:, : 3 * K].reshape(-1, K, 3)
     if dirs is None:
         basis = torch.zeros(feat.shape[0], K, dtype=feat.dtype, device=feat.device)
-        basis[:, 0] = _C0
+        basis[:, 0] = SH_C0
     else:
-        basis = _sh_basis(dirs, deg)
+        from geo.raster.sh import eval_sh_bases
+
+        basis = eval_sh_bases(deg, dirs)
     return (coef * basis[..., None]).sum(1).add(0.5).clamp_min(0.0)
 
 

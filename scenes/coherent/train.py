@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geo.fileio import atomic_write
+from geo.fileio import atomic_write, jsonable
 from scenes.coherent.losses import disparity_tv, flow_consistency_loss, photometric_loss, psnr
 from scenes.render import render_camera
 
@@ -258,8 +258,8 @@ def reconstruct(data, out, *, method: str = "coherent", views: int = 3, iters: i
     ckpt_path = out / CHECKPOINT_NAME
     run_meta = {
         "method": method, "data": str(data), "views": [v.name for v in tviews], "iters": int(iters),
-        "resolution": resolution, "seed": int(seed), "config": _jsonable(asdict(cfg)),
-        "data_config": _jsonable(asdict(data_cfg)),
+        "resolution": resolution, "seed": int(seed), "config": jsonable(asdict(cfg)),
+        "data_config": jsonable(asdict(data_cfg)),
     }
     if resume:
         if not ckpt_path.is_file():
@@ -316,16 +316,6 @@ def reconstruct(data, out, *, method: str = "coherent", views: int = 3, iters: i
         log(f"{method}: resume with --resume (checkpoint {ckpt_path})")
     return {"trainer": trainer, "out": out, "seconds": seconds, "steps": trainer.step_done, "last": last,
             "stopped": interrupted}
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def write_outputs(out: Path, graph, train_nodes, test_nodes, tviews, trainer, run_meta, resolution, data_cfg, exports, log):

@@ -54,6 +54,8 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
+from geo.fileio import jsonable
+
 __all__ = [
     "SyntheticConfig",
     "render_views",
@@ -660,7 +662,7 @@ def render_synthetic(
             "frames": frames,
             "synthetic": {
                 "source_mesh": mesh_path.name,
-                "config": _jsonable(asdict(cfg)),
+                "config": jsonable(asdict(cfg)),
                 "normalization": {
                     "center": norm_center.tolist(),
                     "scale": scale,
@@ -692,16 +694,6 @@ def render_synthetic(
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
