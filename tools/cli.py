@@ -15,6 +15,7 @@ from typing import Annotated
 
 import tyro
 
+from geo.fmaps.config import MatchConfig
 from scenes.coherent.cli import Eval, Reconstruct
 from scenes.data.synthetic import SyntheticConfig
 from scenes.export.cli import Export, View
@@ -55,6 +56,42 @@ class RenderSynthetic:
 
 
 @dataclass
+class Match:
+    """Dense correspondence between two shapes (meshes or point clouds, any pose, any
+    meshing): DiffuMatch by default, or plain functional maps / ZoomOut."""
+
+    source: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="A")]
+    """Source shape file (mesh: .off .obj .ply .stl .glb ...; point cloud: .ply .pcd .xyz .pts)."""
+    target: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="B")]
+    """Target shape file."""
+    out: Path = Path("map.txt")
+    """Output: ``.txt`` = the source vertex (0-based) of each target vertex, one per line;
+    ``.npz`` = the full correspondence (both directions, functional map, confidence)."""
+    png: Path | None = None
+    """Also write a picture: a colour field on A and its transfer to B, side by side."""
+    config: Annotated[MatchConfig, tyro.conf.arg(name="")] = field(default_factory=MatchConfig)
+
+    def run(self) -> None:
+        import time
+
+        from geo.fmaps.api import match
+        from geo.fmaps.plot import save_transfer_png
+
+        cfg = self.config
+        if cfg.method == "diffumatch":
+            cfg.diffumatch.progress = True
+        t = time.perf_counter()
+        corr = match(self.source, self.target, config=cfg)
+        path = corr.save(self.out)
+        print(
+            f"{corr.method}: {corr.n_source} → {corr.n_target} vertices in {time.perf_counter() - t:.1f} s, "
+            f"mean confidence {corr.confidence.mean():.3f}; wrote {path}"
+        )
+        if self.png is not None:
+            print(f"wrote {save_transfer_png(self.png, self.source, self.target, corr)}")
+
+
+@dataclass
 class Demo:
     """Run the Quick-start demo: sparse-view reconstruction (CoherentGS, 3 views) of the
     bundled Spot sample, evaluation on the held-out views, and a summary of the scene."""
@@ -78,6 +115,7 @@ COMMANDS = {
     "edit": Edit,
     "export": Export,
     "view": View,
+    "match": Match,
     "demo": Demo,
 }
 

@@ -1,6 +1,20 @@
-"""Functional maps: solve, refine, convert, evaluate (torch, batched, CPU or GPU).
+"""Functional maps: solve, refine, convert, evaluate (torch, batched, CPU or GPU), and
+the one-call matching API.
 
-The user's path reads like the method (pyFM's order: preprocess, fit, refine, convert):
+Most users want :func:`match` (also ``geo.match`` and ``geo match A B`` on the command
+line), which returns a :class:`Correspondence`:
+
+    >>> import geo
+    >>> corr = geo.match(mesh_a, cloud_b)                     # DiffuMatch (default)
+    >>> corr = geo.match(mesh_a, mesh_b, method="zoomout")    # WKS solve + ZoomOut
+    >>> labels_b = corr.transfer(labels_a); corr.save("map.npz")
+
+Modules: :mod:`.api` (match, input handling, Correspondence), :mod:`.config`
+(MatchConfig, DiffuMatchConfig), :mod:`.diffusionnet` (DiffusionNet features),
+:mod:`.diffumatch` (the spectral diffusion prior, its training data and training, and
+the test-time matching), :mod:`.plot` (the side-by-side transfer picture).
+
+The building blocks read like the method (pyFM's order: preprocess, fit, refine, convert):
 
     >>> import geo.fmaps as fm
     >>> src, tgt = fm.preprocess(mesh1, 60), fm.preprocess(mesh2, 60)     # eigenbasis + WKS
@@ -50,36 +64,46 @@ Where the code departs:
 
 from __future__ import annotations
 
-from .convert import fmap_to_p2p, nearest_neighbor, p2p_to_fmap
-from .evaluate import bijectivity, coverage, geodesic_error, surface_area
-from .refine import icp, zoomout
-from .solver import (
-    ShapeSpectrum,
-    fit,
-    fmap_energy,
-    preprocess,
-    project,
-    resolvent_mask,
-    solve_fmap,
-    solve_fmap_bijective,
-)
+import importlib
 
-__all__ = [
-    "ShapeSpectrum",
-    "preprocess",
-    "project",
-    "resolvent_mask",
-    "solve_fmap",
-    "solve_fmap_bijective",
-    "fmap_energy",
-    "fit",
-    "zoomout",
-    "icp",
-    "fmap_to_p2p",
-    "p2p_to_fmap",
-    "nearest_neighbor",
-    "geodesic_error",
-    "coverage",
-    "bijectivity",
-    "surface_area",
-]
+# Submodules load on first use, so that ``geo.fmaps.config`` (imported by the CLI to
+# build its flags) does not pull in torch.
+_EXPORTS = {
+    "match": "api",
+    "MatchConfig": "config",
+    "DiffuMatchConfig": "config",
+    "Correspondence": "api",
+    "ShapeSpectrum": "solver",
+    "preprocess": "solver",
+    "project": "solver",
+    "resolvent_mask": "solver",
+    "solve_fmap": "solver",
+    "solve_fmap_bijective": "solver",
+    "fmap_energy": "solver",
+    "fit": "solver",
+    "zoomout": "refine",
+    "icp": "refine",
+    "fmap_to_p2p": "convert",
+    "p2p_to_fmap": "convert",
+    "nearest_neighbor": "convert",
+    "geodesic_error": "evaluate",
+    "coverage": "evaluate",
+    "bijectivity": "evaluate",
+    "surface_area": "evaluate",
+    "DiffusionNet": "diffusionnet",
+    "spectral_operators": "diffusionnet",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

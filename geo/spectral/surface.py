@@ -138,6 +138,13 @@ class SpectralShape:
         n = len(v)
         uniq, rep, inverse = np.unique(v, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
+        # keep the distinct points in input order (np.unique sorts them by coordinates,
+        # which would make the point order, and with it the order-dependent robust
+        # point-cloud Laplacian, change when the shape is rotated)
+        order = np.argsort(rep, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        uniq, inverse = uniq[order], rank[inverse]
         if len(uniq) < n:
             msg = f"{n - len(uniq)} duplicate points merged for the spectral computation"
             warnings.warn(msg, UserWarning, stacklevel=4)
