@@ -271,3 +271,48 @@ def test_inputs_are_checked_at_the_boundary():
         model(pos, e, x=torch.randn(4, 1), vec=torch.randn(4, 1, 3))
     with pytest.raises(ValueError, match=r"vec \[4, 1, 3\]"):
         model(pos, e, x=torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("edge_charges", [False, True])
+def test_dense_nbody_path_matches_graph_path(edge_charges):
+    # equal-size systems run dense ([B, N, N, O, C], no gather/scatter); the graph path is the reference
+    pos, vel, q, batch = nbody_inputs(9, sizes=(5, 5, 5, 5))
+    torch.manual_seed(0)
+    model = NBodyPonita(hidden=16, layers=2, num_ori=12, edge_charges=edge_charges)
+    model.train()
+    edges = fully_connected_graph(batch, loop=True)
+    y_graph = model(pos, vel, q, batch, edge_index=edges)  # first training forward calibrates
+    y_dense = model(pos, vel, q, batch)
+    assert torch.allclose(y_dense, y_graph, atol=1e-12)
+    g_dense = torch.autograd.grad(y_dense.square().sum(), list(model.parameters()), allow_unused=True)
+    g_graph = torch.autograd.grad(model(pos, vel, q, batch, edge_index=edges).square().sum(),
+                                  list(model.parameters()), allow_unused=True)
+    for a, b in zip(g_dense, g_graph):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-10)
+
+
+def test_edge_charges_keep_the_symmetries():
+    # q_i q_j is invariant, so the kernel conditioned on it keeps translation / permutation equivariance
+    pos, vel, q, batch = nbody_inputs(10, sizes=(5, 5))
+    model = calibrated(NBodyPonita(hidden=16, layers=2, num_ori=12, edge_charges=True), pos, vel, q, batch)
+    t = torch.tensor([1.0, -2.0, 0.5])
+    perm = torch.cat([torch.randperm(5), torch.randperm(5) + 5])
+    with torch.no_grad():
+        y = model(pos, vel, q, batch)
+        assert torch.allclose(model(pos + t, vel, q, batch), y + t, atol=1e-10)
+        assert torch.allclose(model(pos[perm], vel[perm], q[perm], batch), y[perm], atol=1e-10)
+        flipped = model(pos, vel, -q, batch)  # q_i q_j is even in q, but the node charges are not
+    assert not torch.allclose(flipped, y)
+    assert rotation_error(model, pos, vel, q, batch) < ROTATION_TOL[12]
+
+
+def test_dense_inputs_are_checked():
+    model = Ponita(PonitaConfig(in_scalars=1, in_vectors=1, out_vectors=1, edge_dim=1, hidden=8, layers=1, num_ori=8))
+    pos = torch.randn(2, 5, 3)
+    x, vec = torch.randn(2, 5, 1), torch.randn(2, 5, 1, 3)
+    with pytest.raises(ValueError, match=r"pos \[B, N, 3\]"):
+        model.forward_dense(pos[0], x, vec)
+    with pytest.raises(ValueError, match=r"edge_attr \[2, 5, 5, 1\]"):
+        model.forward_dense(pos, x, vec)
+    _, v = model.forward_dense(pos, x, vec, torch.randn(2, 5, 5, 1))
+    assert v.shape == (2, 5, 1, 3)

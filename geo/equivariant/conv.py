@@ -108,9 +108,14 @@ class SeparableFiberBundleConv(_Calibrated):
     ``f_out(x_i, o_p) = b + (1/O) Σ_o k_fib(o_pᵀo)  Σ_j k_sp(Δx_ij, o) f(x_j, o)``
     channel by channel (Eq. 12 of the paper, depthwise).
 
-    Shapes:
+    Shapes (graph mode):
         x ``[N, O, C]``; spatial_basis ``[E, O, B]``; fiber_basis ``[O, O, B]``
         (indexed ``[o, p]``); edge_index ``[2, E]`` → ``[N, O, C]``.
+
+    Dense mode (``edge_index=None``, fully connected clouds of equal size, as
+    the reference code runs N-body): x ``[B, N, O, C]``; spatial_basis
+    ``[B, N, N, O, B]`` indexed ``[b, receiver i, sender j]`` → ``[B, N, O, C]``.
+    The sum over senders is a plain reduction, with no gather or scatter.
     """
 
     def __init__(self, channels: int, basis_dim: int, bias: bool = True):
@@ -119,12 +124,15 @@ class SeparableFiberBundleConv(_Calibrated):
         self.fiber = nn.Linear(basis_dim, channels, bias=False)
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
-    def forward(self, x, spatial_basis, fiber_basis, edge_index):
-        k_sp = self.spatial(spatial_basis)  # [E, O, C]
-        msg = x[edge_index[0]] * k_sp
-        x1 = torch.zeros_like(x).index_add_(0, edge_index[1], msg)
+    def forward(self, x, spatial_basis, fiber_basis, edge_index=None):
+        k_sp = self.spatial(spatial_basis)  # [E, O, C] or [B, N, N, O, C]
+        if edge_index is None:
+            x1 = (k_sp * x[:, None]).sum(2)
+        else:
+            msg = x[edge_index[0]] * k_sp
+            x1 = torch.zeros_like(x).index_add_(0, edge_index[1], msg)
         k_fib = self.fiber(fiber_basis)  # [O, O, C]
-        x2 = torch.einsum("noc,opc->npc", x1, k_fib) / k_fib.shape[0]
+        x2 = torch.einsum("...oc,opc->...pc", x1, k_fib) / k_fib.shape[0]
         if self._maybe_calibrate([(self.spatial, x, x1), (self.fiber, x1, x2)]):
             return self.forward(x, spatial_basis, fiber_basis, edge_index)
         return x2 + self.bias if self.bias is not None else x2

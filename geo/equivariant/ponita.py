@@ -47,23 +47,23 @@ __all__ = [
 
 
 def lift_scalars(x: torch.Tensor, num_ori: int) -> torch.Tensor:
-    """Scalars are constant over the fiber: ``[N, C]`` → ``[N, O, C]``."""
-    return x[:, None, :].expand(-1, num_ori, -1)
+    """Scalars are constant over the fiber: ``[..., C]`` → ``[..., O, C]``."""
+    return x[..., None, :].expand(*x.shape[:-1], num_ori, x.shape[-1])
 
 
 def lift_vectors(vec: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """A vector ``v`` becomes the spherical signal ``o ↦ vᵀo``: ``[N, C, n]``, ``[O, n]`` → ``[N, O, C]``."""
-    return torch.einsum("ncd,od->noc", vec, grid)
+    """A vector ``v`` becomes the spherical signal ``o ↦ vᵀo``: ``[..., C, n]``, ``[O, n]`` → ``[..., O, C]``."""
+    return torch.einsum("...cd,od->...oc", vec, grid)
 
 
 def scalar_readout(f: torch.Tensor) -> torch.Tensor:
-    """Invariant scalars by averaging over orientations: ``[N, O, C]`` → ``[N, C]``."""
-    return f.mean(1)
+    """Invariant scalars by averaging over orientations: ``[..., O, C]`` → ``[..., C]``."""
+    return f.mean(-2)
 
 
 def vector_readout(f: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Equivariant vectors ``(1/O) Σ_o f_o · o``: ``[N, O, C]``, ``[O, n]`` → ``[N, C, n]``."""
-    return torch.einsum("noc,od->ncd", f, grid) / grid.shape[0]
+    """Equivariant vectors ``(1/O) Σ_o f_o · o``: ``[..., O, C]``, ``[O, n]`` → ``[..., C, n]``."""
+    return torch.einsum("...oc,od->...cd", f, grid) / grid.shape[0]
 
 
 def pool_clouds(y: torch.Tensor, batch: torch.Tensor, num_clouds: int | None = None, reduce: str = "mean"):
@@ -101,6 +101,7 @@ class PonitaConfig:
     length_scale: float | None = None  # spatial attributes are divided by it; None: radius, or 1
     pool: str | None = None  # "mean" / "sum": per-cloud pooling of the outputs
     multiple_readouts: bool = True
+    edge_dim: int = 0  # invariant edge attributes the spatial kernel is also conditioned on [0]
 
 
 class _Trunk(nn.Module):
@@ -148,6 +149,11 @@ def _check_inputs(cfg, pos, x, vec):
         )
 
 
+def _check_edge_attr(cfg, edge_attr, lead):
+    if cfg.edge_dim and (edge_attr is None or tuple(edge_attr.shape) != (*lead, cfg.edge_dim)):
+        raise ValueError(f"expected edge_attr {[*lead, cfg.edge_dim]}, got {None if edge_attr is None else tuple(edge_attr.shape)}")
+
+
 # ---------------------------------------------------------------- fiber-bundle mode
 
 
@@ -163,6 +169,20 @@ class Ponita(_Trunk):
     Returns:
         ``(scalars, vectors)``: ``[N, out_scalars]`` and ``[N, out_vectors, n]``
         (``[B, …]`` when ``cfg.pool`` is set); ``None`` for an empty part.
+
+    :meth:`forward_dense` is the same network on a batch of equal-size,
+    fully connected clouds (self-loops included) stored as dense tensors, as
+    the reference code runs N-body: the same numbers as :meth:`forward` on
+    :func:`~geo.equivariant.graph.fully_connected_graph`, without gather /
+    scatter (the convolution's sum over senders is a plain reduction). On CPU
+    this makes the convolutions ~20 % faster, but a whole N-body training step
+    is dominated by the kernel and MLP matmuls and is within noise of the
+    graph path.
+
+    ``cfg.edge_dim > 0`` conditions the spatial kernel also on invariant edge
+    attributes (``edge_attr [E, edge_dim]``, or ``[B, N, N, edge_dim]`` in
+    dense mode), appended to the spatial attributes before the basis
+    embedding; they must be invariant for the network to stay equivariant.
     """
 
     def __init__(self, cfg: PonitaConfig):
@@ -170,7 +190,7 @@ class Ponita(_Trunk):
         self.register_buffer("grid", orientation_grid(cfg.dim, cfg.num_ori).to(torch.get_default_dtype()))
         h = cfg.hidden
         # Both bases are shared by all layers (sampled once per forward).
-        self.spatial_basis = KernelBasis(2, h, self.basis_dim, cfg.degree)
+        self.spatial_basis = KernelBasis(2 + cfg.edge_dim, h, self.basis_dim, cfg.degree)
         self.fiber_basis = KernelBasis(1, h, self.basis_dim, cfg.degree)
 
     def lift(self, x, vec):
@@ -181,23 +201,68 @@ class Ponita(_Trunk):
             parts.append(lift_vectors(vec, self.grid))
         return torch.cat(parts, -1)
 
-    def kernel_bases(self, pos, edge_index):
+    def _spatial_attributes(self, rel, edge_attr):
+        """``[..., n]`` relative positions (+ ``[..., edge_dim]``) → ``[..., O, 2 + edge_dim]``."""
+        scale = self.cfg.length_scale or self.cfg.radius or 1.0
+        attr = kernel_attributes(rel.reshape(-1, rel.shape[-1]), self.grid, scale)
+        attr = attr.reshape(*rel.shape[:-1], *attr.shape[1:])
+        if self.cfg.edge_dim:
+            attr = torch.cat([attr, edge_attr[..., None, :].expand(*attr.shape[:-1], self.cfg.edge_dim)], -1)
+        return attr
+
+    def kernel_bases(self, pos, edge_index, edge_attr=None):
         """Spatial ``[E, O, B]`` (windowed when ``cfg.radius``) and fiber ``[O, O, B]`` bases."""
         rel = relative_positions(pos, edge_index)
-        scale = self.cfg.length_scale or self.cfg.radius or 1.0
-        spatial = self.spatial_basis(kernel_attributes(rel, self.grid, scale))
+        spatial = self.spatial_basis(self._spatial_attributes(rel, edge_attr))
         if self.cfg.radius is not None:
             spatial = spatial * polynomial_cutoff(rel.norm(dim=-1), self.cfg.radius)[:, None, None]
         return spatial, self.fiber_basis(fiber_invariant(self.grid))
 
-    def forward(self, pos, edge_index, batch=None, x=None, vec=None):
+    def forward(self, pos, edge_index, batch=None, x=None, vec=None, edge_attr=None):
         _check_inputs(self.cfg, pos, x, vec)
-        spatial, fiber = self.kernel_bases(pos, edge_index)
+        _check_edge_attr(self.cfg, edge_attr, edge_index.shape[1:])
+        spatial, fiber = self.kernel_bases(pos, edge_index, edge_attr)
         y = self.run(self.lift(x, vec), spatial, fiber, edge_index)  # [N, O, out]
         ys, yv = torch.split(y, [self.cfg.out_scalars, self.cfg.out_vectors], -1)
         scal = scalar_readout(ys) if self.cfg.out_scalars else None
         vecs = vector_readout(yv, self.grid) if self.cfg.out_vectors else None
         return self._pool(scal, batch), self._pool(vecs, batch)
+
+    def dense_kernel_bases(self, pos, edge_attr=None):
+        """Dense spatial ``[B, N, N, O, B]`` (``[b, receiver, sender]``) and fiber ``[O, O, B]`` bases."""
+        rel = pos[:, None, :, :] - pos[:, :, None, :]  # [B, N, N, n]: x_sender - x_receiver
+        spatial = self.spatial_basis(self._spatial_attributes(rel, edge_attr))
+        if self.cfg.radius is not None:
+            spatial = spatial * polynomial_cutoff(rel.norm(dim=-1), self.cfg.radius)[..., None, None]
+        return spatial, self.fiber_basis(fiber_invariant(self.grid))
+
+    def forward_dense(self, pos, x=None, vec=None, edge_attr=None):
+        """Fully connected clouds of equal size as dense tensors.
+
+        Args:
+            pos: ``[B, N, n]``. x: ``[B, N, in_scalars]``. vec: ``[B, N, in_vectors, n]``.
+            edge_attr: ``[B, N, N, edge_dim]`` indexed ``[b, receiver, sender]``.
+
+        Returns:
+            ``(scalars, vectors)``: ``[B, N, out_scalars]`` and ``[B, N, out_vectors, n]``
+            (``[B, …]`` when ``cfg.pool`` is set); ``None`` for an empty part.
+        """
+        if pos.dim() != 3 or pos.shape[-1] != self.cfg.dim:
+            raise ValueError(f"expected pos [B, N, {self.cfg.dim}], got {tuple(pos.shape)}")
+        b, n = pos.shape[:2]
+        flat = lambda a: None if a is None else a.reshape(b * n, *a.shape[2:])  # noqa: E731
+        _check_inputs(self.cfg, flat(pos), flat(x), flat(vec))
+        _check_edge_attr(self.cfg, edge_attr, (b, n, n))
+        spatial, fiber = self.dense_kernel_bases(pos, edge_attr)
+        y = self.run(self.lift(x, vec), spatial, fiber)  # [B, N, O, out]
+        ys, yv = torch.split(y, [self.cfg.out_scalars, self.cfg.out_vectors], -1)
+        scal = scalar_readout(ys) if self.cfg.out_scalars else None
+        vecs = vector_readout(yv, self.grid) if self.cfg.out_vectors else None
+        if self.cfg.pool is not None:
+            red = torch.sum if self.cfg.pool == "sum" else torch.mean
+            scal = None if scal is None else red(scal, 1)
+            vecs = None if vecs is None else red(vecs, 1)
+        return scal, vecs
 
 
 # ---------------------------------------------------------------- point-cloud mode
@@ -246,22 +311,37 @@ class NBodyPonita(nn.Module):
     """N-body trajectory head: ``x_T = x_0 + Δ`` with ``Δ`` the vector readout.
 
     Inputs follow the paper: charges as the scalar, velocity as the vector, on
-    the fully connected graph with self-loops.
+    the fully connected graph with self-loops. With ``edge_charges`` the
+    spatial kernel is also conditioned on ``q_i q_j`` (the edge attribute the
+    EGNN N-body model gets; not in the paper's PΘNITA). Equal-size systems
+    (the N-body batches) run through :meth:`Ponita.forward_dense`.
 
     Shapes: pos, vel ``[N, 3]``; charges ``[N]`` or ``[N, 1]``; batch ``[N]`` → ``[N, 3]``.
     """
 
     def __init__(self, hidden: int = 64, layers: int = 4, num_ori: int = 12, basis_dim: int | None = None,
-                 degree: int = 3, widening: int = 4, layer_scale: float | None = None, length_scale: float = 4.0):
+                 degree: int = 3, widening: int = 4, layer_scale: float | None = None, length_scale: float = 4.0,
+                 edge_charges: bool = False):
         super().__init__()
+        self.edge_charges = edge_charges
         self.net = Ponita(PonitaConfig(in_scalars=1, in_vectors=1, out_vectors=1, hidden=hidden, layers=layers,
                                        num_ori=num_ori, basis_dim=basis_dim, degree=degree, widening=widening,
-                                       layer_scale=layer_scale, length_scale=length_scale))
+                                       layer_scale=layer_scale, length_scale=length_scale,
+                                       edge_dim=int(edge_charges)))
 
     def forward(self, pos, vel, charges, batch, edge_index=None):
+        q = charges.reshape(-1, 1)
         if edge_index is None:
+            sizes = torch.bincount(batch)
+            if bool((sizes == sizes[0]).all()):  # equal-size systems: dense, fully connected
+                b, n = len(sizes), int(sizes[0])
+                qd = q.reshape(b, n, 1)
+                ea = (qd[:, :, None] * qd[:, None, :]) if self.edge_charges else None  # [B, N, N, 1]
+                _, v = self.net.forward_dense(pos.reshape(b, n, -1), qd, vel.reshape(b, n, 1, -1), ea)
+                return pos + v.reshape(len(pos), -1)
             edge_index = fully_connected_graph(batch, loop=True)
-        _, v = self.net(pos, edge_index, batch, x=charges.reshape(-1, 1), vec=vel[:, None, :])
+        ea = (q[edge_index[0]] * q[edge_index[1]]) if self.edge_charges else None
+        _, v = self.net(pos, edge_index, batch, x=q, vec=vel[:, None, :], edge_attr=ea)
         return pos + v[:, 0]
 
 
