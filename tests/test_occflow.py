@@ -44,7 +44,8 @@ def test_perfect_prediction_loss_is_about_zero(scene):
     for k, v in out.items():
         assert v.item() < 5e-3, (k, v.item())
     # while a poor prediction is far from zero
-    bad = run(VoxelSplatLoss(), cfg, torch.zeros(1, K, *labels.shape[1:]), torch.zeros_like(flow_gt), labels, flow_gt, views)
+    unit = VoxelSplatLoss(VoxelSplatConfig(w_sem2d=1.0, w_depth2d=1.0))  # the terms themselves, not their weights
+    bad = run(unit, cfg, torch.zeros(1, K, *labels.shape[1:]), torch.zeros_like(flow_gt), labels, flow_gt, views)
     assert bad["loss_sem2d"] > 0.3 and bad["loss_depth2d"] > 0.3
 
 
@@ -219,3 +220,56 @@ def test_log_depth_needs_expected_mode():
     with pytest.raises(ValueError):
         VoxelSplatConfig(depth_mode="accumulated")  # depth_metric defaults to "log"
     VoxelSplatConfig(depth_mode="accumulated", depth_metric="l1")
+
+
+def test_adjacent_frames_train_only_the_motion_in_motion_mode(scene):
+    """adjacent_grad="motion": a render in an adjacent frame reaches the network only
+    through the moved centres (the flow); "all" (the release) also trains logits / opacities."""
+    cfg, labels, flow_gt, views, _ = scene
+    adj = RigViews(views.Ks[:, 1:], views.cam_to_ego[:, 1:], [cfg.dt], views.width, views.height)
+    g = torch.Generator().manual_seed(3)
+    logits0 = torch.randn(1, K, *labels.shape[1:], generator=g)
+    for mode, logits_learn in (("motion", False), ("all", True)):
+        logits = logits0.clone().requires_grad_()
+        flow = (flow_gt + 0.5).requires_grad_()
+        loss_fn = VoxelSplatLoss(VoxelSplatConfig(adjacent_grad=mode, w_flow3d=0.0))
+        out = run(loss_fn, cfg, logits, flow, labels, flow_gt, adj)
+        g_logits, g_flow = torch.autograd.grad(sum(out.values()), [logits, flow], allow_unused=True)
+        assert g_flow is not None and g_flow.abs().sum() > 0
+        assert (g_logits is not None and g_logits.abs().sum() > 0) == logits_learn, mode
+    with pytest.raises(ValueError):
+        VoxelSplatConfig(adjacent_grad="none")
+
+
+def test_sem2d_class_weights(scene):
+    from scenes.occflow.loss import _class_weights
+
+    cfg, labels, flow_gt, views, _ = scene
+    occ = labels[0][(labels[0] != 255) & (labels[0] != FREE)]
+    n = torch.bincount(occ, minlength=K - 1).float()
+    w = _class_weights(labels[0], K, VoxelSplatConfig(sem2d_class_alpha=0.5))
+    present = n > 0
+    # rarer classes weigh more, as (n_c / n) ** -0.5, normalised to mean 1 over present classes
+    ratio = w[present] * n[present].sqrt()
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)
+    assert abs(w[present].mean().item() - 1) < 1e-5
+    assert torch.equal(_class_weights(labels[0], K, VoxelSplatConfig(sem2d_class_alpha=0.0)), torch.ones(K - 1))
+    # a perfect prediction still gives ~0 loss with the weighted mean
+    out = run(VoxelSplatLoss(VoxelSplatConfig(sem2d_class_alpha=0.5)), cfg, perfect_logits(labels), flow_gt.clone(),
+              labels, flow_gt, views)
+    assert out["loss_sem2d"].item() < 5e-3
+
+
+def test_soft_targets_need_rendered_probabilities(scene):
+    """With soft targets (the pixel's class mixture), a perfect labelling costs ~0 only
+    when the Gaussians carry probabilities: averaged logits cannot form a mixture."""
+    cfg, labels, flow_gt, views, _ = scene
+    res = {}
+    for render in ("probs", "logits"):
+        loss_fn = VoxelSplatLoss(VoxelSplatConfig(sem2d_render=render, w_sem2d=1.0))
+        res[render] = run(loss_fn, cfg, perfect_logits(labels), flow_gt.clone(), labels, flow_gt, views)["loss_sem2d"].item()
+    assert res["probs"] < 5e-3 and res["logits"] > 10 * max(res["probs"], 1e-3), res
+    with pytest.raises(ValueError):
+        VoxelSplatConfig(sem2d_render="rgb")
+    with pytest.raises(ValueError):
+        VoxelSplatConfig(sem2d_target="hard")

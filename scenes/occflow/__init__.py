@@ -24,8 +24,8 @@ voxel traversal), ``metrics``, ``synthetic`` (dynamic scenes with a camera rig),
 Settings taken from the release (``occupancy_configs/voxelsplat``,
 ``gaussian_head*.py``): Gaussian std 0.12 m at 0.4 m voxels (``scale_fraction
 0.3``), opacity ``sigmoid(-free logit)``, ground-truth Gaussians with opacity 1
-on occupied voxels, 2D CE weight 0.5, depth weight 1, flow weight ``|flow_gt| + 0.1``
-normalised by its sum, 100k samples, sampling exponents 0.5 and speed bins
+on occupied voxels, soft 2D semantic targets (the rendered ground-truth class
+mixture), flow weight ``|flow_gt| + 0.1`` normalised by its sum, 100k samples, sampling exponents 0.5 and speed bins
 [0, 1, 2, 5, 10, inf) m/s.
 
 Departures, and why:
@@ -40,14 +40,24 @@ Departures, and why:
   the cross-entropies; the release's metres L1 scales with the scene.
 * **Flow render without opacity gradient** (``flow_opacity_grad=False``): flow
   errors train the flow (values and motion), not the occupancy.
-* **2D flow weight 0.17** (release 1): set so that its parameter gradient at
-  initialisation equals ``loss_flow3d``'s (see :class:`VoxelSplatConfig`).
-
-* **2D semantic target** is the ``argmax`` of the rendered ground-truth one-hot
-  (or the given label image), with pixels of ground-truth opacity > 0.5; the
-  release uses the soft rendered one-hot. A hard label treats rendered and given
-  label images alike, and makes a perfect prediction cost ~0 (the soft target
-  leaves its entropy).
+* **Adjacent frames train only the motion** (``adjacent_grad="motion"``): there the
+  predicted features and opacities are constants, so a moving object's Gaussians
+  that a wrong flow puts on another object's pixels are not relabelled or made
+  transparent (the release trains everything there; on the benchmark that
+  collapsed pedestrians).
+* **Rendered class probabilities** (``sem2d_render="probs"``): Gaussians carry the
+  softmax of their non-free logits and ``loss_sem2d`` is ``KL(q || P)`` against the
+  soft target ``q``, so a perfect labelling costs 0 on every pixel, mixed boundary
+  pixels of thin objects included; the release renders logits (cross-entropy of
+  averaged logits, which no labelling makes 0 on mixed pixels).
+* **Class-balanced 2D semantics** (``sem2d_class_alpha=0.5``): weights
+  ``(n_c / n) ** -0.5`` from the sample's occupied voxels; the release balances
+  through the sampling cap alone, which removes little on small grids.
+* **Coverage term** (``w_alpha2d=0.1``, inside ``loss_depth2d``): ``|alpha - alpha*|``
+  on all pixels, the coverage the release's accumulated renders carry implicitly.
+* **2D weights 0.1 / 0.1 / 0.08** (sem / depth / flow; release 0.5 / 1 / 1, next to
+  a four-term voxel loss): each 2D term's parameter gradient at initialisation is
+  at most a quarter of the voxel cross-entropy's (see :class:`VoxelSplatConfig`).
 * **Static / dynamic split**: only Gaussians whose *true* speed exceeds
   ``dynamic_speed`` (0.1 m/s) move in adjacent frames, as the paper describes
   (Fig. 2, step 3); the release moves every sampled Gaussian, free ones included

@@ -6,7 +6,8 @@ Pipeline for one batch element (Zhu et al., CVPR 2025, Sec. 3 and Fig. 2):
    frequency and speed bin (:mod:`scenes.occflow.sampling`);
 2. decode one Gaussian per sampled voxel: centre = voxel centre, identity rotation,
    isotropic std ``scale_fraction * voxel_size``, opacity ``sigmoid(-free logit)``,
-   features = the non-free logits and the flow; the ground-truth Gaussians are
+   features = the non-free logits (rendered as their softmax with
+   ``sem2d_render="probs"``) and the flow; the ground-truth Gaussians are
    the sampled *occupied* voxels with opacity 1 and features one-hot + true flow;
 3. render both with :func:`geo.raster.rasterize` into every key-frame camera
    (alpha-normalised channels by default, ``RGB+D`` accumulations with
@@ -14,17 +15,20 @@ Pipeline for one batch element (Zhu et al., CVPR 2025, Sec. 3 and Fig. 2):
    opacities unless ``flow_opacity_grad``); in each adjacent frame (time offset ``dt``) move the dynamic predicted
    Gaussians (true speed > ``dynamic_speed``) by ``dt * flow`` and the true ones by
    ``dt * flow_gt``, keep the static ones, and render again;
-4. losses: ``loss_sem2d`` cross-entropy of the rendered logits against the label
-   image on pixels with ground-truth depth; ``loss_depth2d`` log-depth L1 (or
-   metres L1, ``depth_metric``);
+4. losses: ``loss_sem2d`` on pixels with ground-truth opacity > ``min_alpha_gt``:
+   by default ``KL(q || P)`` between the rendered ground-truth class mixture ``q``
+   and the rendered predicted class probabilities ``P`` (``sem2d_render``,
+   ``sem2d_target``), class-weighted (``sem2d_class_alpha``); ``loss_depth2d``
+   log-depth L1 (or metres L1, ``depth_metric``) on the same pixels plus
+   ``w_alpha2d`` times the coverage L1 ``|alpha - alpha*|`` on all pixels;
    ``loss_flow2d`` = :math:`\sum_p w_p |f_p - f^*_p|_1 / \sum_p w_p` with
    :math:`w_p = |f^*_p| + 0.1` on the rendered flow, and ``loss_flow3d`` the same on
    the voxels. Both flow terms and the adjacent-frame renders follow
-   ``flow_schedule`` (the warm-up).
+   ``flow_schedule`` (the warm-up). In adjacent frames only the motion learns
+   (``adjacent_grad="motion"``): the predicted features and opacities are constants there.
 
-The label image is the ``argmax`` of the rendered ground-truth one-hot features
-unless label images are given (:class:`LabelImages`). Memory: cameras are rendered
-``cameras_per_chunk`` at a time, each chunk under activation checkpointing, so the
+With given label images (:class:`LabelImages`) ``q`` is the one-hot label.
+Memory: cameras are rendered ``cameras_per_chunk`` at a time, each chunk under activation checkpointing, so the
 peak is one chunk's render and backward plus the ``[N, K]`` Gaussian features.
 """
 
@@ -169,24 +173,34 @@ def _render(g: Gaussians, means: Tensor, viewmats: Tensor, Ks: Tensor, W: int, H
     return img[..., :-1], img[..., -1], alpha
 
 
-def _pred_sums(means, opacities, features, flow3, scale, viewmats, Ks, tgt_sem, sem_valid, tgt_depth,
-               depth_valid, tgt_flow, flow_w, *, W, H, n_cls, cfg):
+def _pred_sums(means, opacities, features, flow3, scale, viewmats, Ks, class_w, tgt_sem, sem_valid, tgt_depth,
+               depth_valid, tgt_flow, flow_w, tgt_alpha, *, W, H, n_cls, cfg):
     """Summed (not averaged) 2D terms of one camera chunk; the checkpointed unit."""
     if cfg.flow_opacity_grad:  # one render; the flow term also moves the opacities (the release)
-        feats, depth, _ = _render(Gaussians(means, opacities, features, flow3, scale), means, viewmats, Ks, W, H, cfg)
+        if cfg.sem2d_render == "probs":
+            features = torch.cat([features[:, :n_cls].softmax(-1), features[:, n_cls:]], -1)
+        feats, depth, alpha = _render(Gaussians(means, opacities, features, flow3, scale), means, viewmats, Ks, W, H, cfg)
         logits, flow = feats[..., :n_cls], feats[..., n_cls:]
     else:  # the flow render sees the opacities as constants: it trains the flow (values, motion) only
-        logits, depth, _ = _render(Gaussians(means, opacities, features[:, :n_cls], flow3, scale), means, viewmats,
-                                   Ks, W, H, cfg)
+        sem_feat = features[:, :n_cls].softmax(-1) if cfg.sem2d_render == "probs" else features[:, :n_cls]
+        logits, depth, alpha = _render(Gaussians(means, opacities, sem_feat, flow3, scale), means,
+                                       viewmats, Ks, W, H, cfg)
         flow, _, _ = _render(Gaussians(means, opacities.detach(), features[:, n_cls:], flow3, scale), means,
                              viewmats, Ks, W, H, cfg)
-    sem = F.cross_entropy(logits[sem_valid], tgt_sem[sem_valid], reduction="sum")
+    q = tgt_sem[sem_valid]
+    if cfg.sem2d_render == "probs":  # rendered class probabilities (a mixture): KL(q || P)
+        P = logits[sem_valid]
+        P = P / P.sum(-1, keepdim=True).clamp_min(1e-6)
+        sem = (q * (q.clamp_min(1e-6).log() - P.clamp_min(1e-6).log()) * class_w).sum()
+    else:  # rendered logits (the release): cross-entropy against q
+        sem = F.cross_entropy(logits[sem_valid], q, weight=class_w, reduction="sum")
     if cfg.depth_metric == "log":  # dimensionless: |log D - log D*| on pixels with a target depth
         dep = (depth[depth_valid].clamp_min(cfg.near_plane).log() - tgt_depth[depth_valid].clamp_min(cfg.near_plane).log()).abs().sum()
     else:
         dep = (depth - tgt_depth).abs()[depth_valid].sum()
     flo = ((flow - tgt_flow).abs().sum(-1) * flow_w).sum()
-    return torch.stack([sem, dep, flo])
+    cov = (alpha - tgt_alpha).abs().sum()  # coverage, on every pixel
+    return torch.stack([sem, dep, flo, cov])
 
 
 class VoxelSplatLoss(torch.nn.Module):
@@ -236,8 +250,8 @@ class VoxelSplatLoss(torch.nn.Module):
         centers_all = voxel_centers(grid, grid_origin, vs, logits.dtype, logits.device).reshape(-1, 3)
         n_cls = K - 1
 
-        sums = logits.new_zeros(3)
-        counts = logits.new_zeros(3)
+        sums = logits.new_zeros(4)
+        counts = logits.new_zeros(4)
         for b in range(B):
             flow_gt_b = flow_gt[b].reshape(flow_gt.shape[1], -1).T
             idx = sample_voxels(labels[b], flow_gt_b.reshape(*grid, -1), cfg.max_gaussians, K, cfg.ignore_index,
@@ -245,6 +259,7 @@ class VoxelSplatLoss(torch.nn.Module):
             if idx.numel() == 0:
                 continue
             centers = centers_all[idx]
+            class_w = _class_weights(labels[b], K, cfg).to(logits)
             # dynamic Gaussians (true speed above dynamic_speed) move, the rest stay (Fig. 2, step 3)
             moving = flow_gt_b[idx].norm(dim=-1) > cfg.dynamic_speed if cfg.dynamic_speed >= 0 else None
             pred = decode_gaussians(centers, logits[b].reshape(K, -1)[:, idx].T, flow[b].reshape(flow.shape[1], -1)[:, idx].T,
@@ -260,24 +275,30 @@ class VoxelSplatLoss(torch.nn.Module):
                     cs = slice(c0, c0 + cfg.cameras_per_chunk)
                     tgt = self._targets(gt, gt_means, viewmats_t[cs], Ks_t[cs], views, images, b, t, cs, n_cls)
                     fn = functools.partial(_pred_sums, W=views.width, H=views.height, n_cls=n_cls, cfg=cfg)
-                    args = (pred_means, pred.opacities, pred.features, pred.flow, pred.scale, viewmats_t[cs], Ks_t[cs], *tgt)
+                    if dt[t] != 0 and cfg.adjacent_grad == "motion":  # only the motion learns from adjacent frames
+                        op, ft = pred.opacities.detach(), pred.features.detach()
+                    else:
+                        op, ft = pred.opacities, pred.features
+                    args = (pred_means, op, ft, pred.flow, pred.scale, viewmats_t[cs], Ks_t[cs], class_w, *tgt)
                     part = checkpoint(fn, *args, use_reentrant=False) if cfg.checkpoint and torch.is_grad_enabled() else fn(*args)
                     sums = sums + part
-                    counts = counts + torch.stack([tgt[1].sum(), tgt[3].sum(), tgt[5].sum()]).to(sums)
+                    sem_count = (tgt[0][tgt[1]] @ class_w).sum()  # the weighted mean's denominator
+                    counts = counts + torch.stack([sem_count, tgt[3].sum(), tgt[5].sum(),
+                                                   torch.tensor(float(tgt[6].numel()))]).to(sums)
 
         out = sums / counts.clamp_min(1e-12)
         valid3d = labels != cfg.ignore_index
         flow3d = weighted_flow_l1(flow.movedim(1, -1), flow_gt.movedim(1, -1).to(flow), valid3d, cfg.flow_eps)
         return {
             "loss_sem2d": cfg.w_sem2d * out[0],
-            "loss_depth2d": cfg.w_depth2d * out[1],
+            "loss_depth2d": cfg.w_depth2d * out[1] + cfg.w_alpha2d * out[3],
             "loss_flow2d": cfg.w_flow2d * flow_factor * out[2],
             "loss_flow3d": cfg.w_flow3d * flow_factor * flow3d,
         }
 
     @torch.no_grad()
     def _targets(self, gt: Gaussians, gt_means, viewmats, Ks, views: RigViews, images, b, t, cs, n_cls):
-        """Per-chunk targets: label ``[c,H,W]``, its mask, depth, depth mask, flow, flow weight."""
+        """Per-chunk targets: class distribution ``[c,H,W,K-1]``, its mask, depth, depth mask, flow, flow weight, alpha."""
         cfg = self.config
         W, H = views.width, views.height
         c = viewmats.shape[0]
@@ -289,22 +310,39 @@ class VoxelSplatLoss(torch.nn.Module):
             cls, flow = viewmats.new_zeros(c, H, W, n_cls), viewmats.new_zeros(c, H, W, F_)
             depth, alpha = viewmats.new_zeros(c, H, W), viewmats.new_zeros(c, H, W)
         if images is None:
-            sem = cls.argmax(-1)
             sem_valid = alpha > cfg.min_alpha_gt
+            if cfg.sem2d_target == "soft":  # the pixel's class mixture (the release's soft labels)
+                sem = cls / cls.sum(-1, keepdim=True).clamp_min(1e-6)
+            else:
+                sem = F.one_hot(cls.argmax(-1), n_cls).to(cls)
             if cfg.depth_mode == "expected":
                 depth = torch.where(sem_valid, depth, torch.zeros_like(depth))
         else:
             sem = images.semantics[b, t, cs].long()
             depth = images.depth[b, t, cs].to(viewmats)
             sem_valid = (depth > 0) & (sem != cfg.ignore_index)
-            sem = torch.where(sem_valid, sem, torch.zeros_like(sem))
+            sem = F.one_hot(torch.where(sem_valid, sem, torch.zeros_like(sem)), n_cls).to(viewmats)
             if images.flow is not None:
                 flow = images.flow[b, t, cs].to(viewmats)
+            alpha = (depth > 0).to(viewmats)
         depth_valid = torch.ones_like(sem_valid) if cfg.depth_mode == "accumulated" else sem_valid
         flow_w = flow.norm(dim=-1) + cfg.flow_eps
         if cfg.depth_mode == "expected":  # the expected flow is defined where the target has a surface only
             flow_w = flow_w * sem_valid.to(flow_w)
-        return sem, sem_valid, depth, depth_valid, flow, flow_w
+        return sem, sem_valid, depth, depth_valid, flow, flow_w, alpha
+
+
+def _class_weights(labels: Tensor, K: int, cfg: VoxelSplatConfig) -> Tensor:
+    """``[K - 1]`` weights of the rendered classes for ``loss_sem2d``: ``(n_c / n) ** -sem2d_class_alpha``
+    from the non-free, non-ignored voxel counts ``n_c`` of one sample (1 where ``sem2d_class_alpha = 0``)."""
+    free = cfg.free_index % K
+    lab = labels[(labels != cfg.ignore_index) & (labels != free)].long()
+    lab = torch.where(lab > free, lab - 1, lab)  # class id -> rendered channel
+    n = torch.bincount(lab, minlength=K - 1).float()
+    if cfg.sem2d_class_alpha == 0 or n.sum() == 0:
+        return torch.ones(K - 1, device=labels.device)
+    w = (n / n.sum()).clamp_min(1.0 / n.sum()).pow(-cfg.sem2d_class_alpha)
+    return w / w[n > 0].mean()
 
 
 def _check_inputs(logits, flow, labels, flow_gt, views, images):

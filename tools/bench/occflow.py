@@ -19,9 +19,11 @@ Usage: ``python -m tools.bench.occflow [--quick] [--seeds 0 1 2] [--steps N]``.
 ``--quick`` (one seed, 4 training sequences, 80 steps) runs in under 2 minutes on
 2 CPU cores; the full run (6 training sequences, 200 steps) averages 3 seeds. The
 world is 32 x 32 x 8 voxels of 0.5 m, 6 cameras of 48 x 32. ``--w-sem2d``,
-``--w-depth2d``, ``--w-flow2d``, ``--depth-mode``, ``--depth-metric``, ``--dynamic-speed``
-override the loss's defaults for ablations (the release's behaviour:
-``--depth-mode accumulated --w-flow2d 1``, plus ``flow_opacity_grad=True`` in
+``--w-depth2d``, ``--w-flow2d``, ``--depth-mode``, ``--depth-metric``, ``--dynamic-speed``,
+``--adjacent-grad``, ``--sem2d-class-alpha`` override the loss's defaults for
+ablations (closer to the release: ``--depth-mode accumulated --adjacent-grad all
+--sem2d-class-alpha 0 --w-sem2d 0.5 --w-depth2d 1 --w-flow2d 1``, plus
+``flow_opacity_grad=True, sem2d_render="logits", w_alpha2d=0`` in
 :class:`VoxelSplatConfig`). A picture of ground truth vs both predictions for one
 test frame (bird's-eye view of the top occupied class per column) goes to
 ``--picture`` (default ``docs/occflow_frame.png``). The last stdout line is one
@@ -216,7 +218,8 @@ def run(args) -> dict:
     # the library defaults unless overridden on the command line
     vs_cfg = VoxelSplatConfig(max_gaussians=args.max_gaussians, cameras_per_chunk=world.n_cameras, checkpoint=False)
     over = {k: getattr(args, k) for k in ("w_sem2d", "w_depth2d", "w_flow2d", "depth_mode", "depth_metric",
-                                          "dynamic_speed") if getattr(args, k) is not None}
+                                          "dynamic_speed", "adjacent_grad", "sem2d_class_alpha")
+            if getattr(args, k) is not None}
     if over.get("depth_mode") == "accumulated" and "depth_metric" not in over:
         over["depth_metric"] = "l1"  # the release's accumulated-depth L1
     vs_cfg = replace(vs_cfg, **over)
@@ -244,7 +247,8 @@ def run(args) -> dict:
     return {**{k: round(v, 4) for k, v in mean.items()}, "seeds": list(args.seeds), "steps": args.steps,
             "quick": bool(args.quick), "voxelsplat": {k: getattr(vs_cfg, k) for k in
                                                       ("w_sem2d", "w_depth2d", "w_flow2d", "w_flow3d", "depth_mode",
-                                                       "depth_metric", "dynamic_speed", "max_gaussians")}}
+                                                       "depth_metric", "dynamic_speed", "adjacent_grad",
+                                                       "sem2d_class_alpha", "max_gaussians")}}
 
 
 def main(argv=None) -> int:
@@ -261,6 +265,8 @@ def main(argv=None) -> int:
     p.add_argument("--depth-mode", choices=("accumulated", "expected"), default=None)
     p.add_argument("--depth-metric", choices=("l1", "log"), default=None)
     p.add_argument("--dynamic-speed", type=float, default=None)
+    p.add_argument("--adjacent-grad", choices=("all", "motion"), default=None)
+    p.add_argument("--sem2d-class-alpha", type=float, default=None)
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = [0] if args.quick else [0, 1, 2]
