@@ -387,12 +387,15 @@ def match(source, target, method: str | None = None, config: MatchConfig | None 
             candidates["wks"] = wks_map()
         m1 = as_tensor(src.mass)
         energies, refined = {}, {}
+        # each candidate is refined part of the way (to k_select) and judged there; only
+        # the winner continues to k_final
+        k_sel = min(cfg.k_final, max(cfg.k, cfg.diffumatch.k_select))
         for name, C0 in candidates.items():
-            C, p = zoomout(C0, b1, b2, k_final=cfg.k_final, step=cfg.zoomout_step, mass2=m2, return_p2p=True)
+            C, p = zoomout(C0, b1, b2, k_final=k_sel, step=cfg.zoomout_step, mass2=m2, return_p2p=True)
             refined[name] = C
             energies[name] = map_energy(C, p, b1, b2, m1, m2, res.orient_ops, cfg.k)
         chosen = min(energies, key=energies.get)
-        C = refined[chosen]
+        C = zoomout(refined[chosen], b1, b2, k_final=cfg.k_final, step=cfg.zoomout_step, mass2=m2)
         info["diffumatch"].update(energies={k: round(v, 4) for k, v in energies.items()}, chosen=chosen)
     else:
         C = wks_map()

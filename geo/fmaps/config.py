@@ -61,6 +61,8 @@ class DiffuMatchConfig:
     second_start: bool = True
     """Also refine the WKS map (the ``zoomout`` method's start) and keep whichever
     refined map has the lower intrinsic energy (:func:`geo.fmaps.diffumatch.matching.map_energy`)."""
+    k_select: int = 50
+    """ZoomOut size at which the candidate maps are compared; the winner continues to ``k_final``."""
     unit_features: bool = False
     """Scale each learned feature to unit M-norm before the solve."""
     keep_input: bool = False
