@@ -31,6 +31,22 @@ Where we depart, and why:
   (ZoomOut through the Euclidean pseudo-inverse, as in Magnet & Ovsjanikov's scalable
   ZoomOut) instead of on every step on the full meshes. ``docs/benchmarks.md`` records
   the speed/accuracy trade-off of these settings.
+  Shapes with more than ``max_points`` vertices are optimised on a farthest-point
+  subsample (each sample carrying its Voronoi cell's mass in the projection
+  ``Φᵀ M``; DiffusionNet runs on the subsample as a point cloud — it is
+  discretisation-agnostic), and the network runs under bfloat16 autocast.
+* **Orientation term** (not in DiffuMatch): ``|C|`` cannot tell a map from its
+  left/right flip on a symmetric shape (the flip only changes signs), and WKS input
+  cannot either, so we add the orientation-preserving term of Ren, Poulenard, Wonka
+  and Ovsjanikov ("Continuous and Orientation-preserving Correspondences via
+  Functional Maps", SIGGRAPH Asia 2018): ``Σ_f ‖C O1_f − O2_f C‖²`` with
+  ``O_f g = ⟨n × ∇f, ∇g⟩`` for a few WKS functions ``f`` (:func:`_orientation_ops`),
+  on both maps, weight ``w_orient``.
+* **Several starts, chosen intrinsically** (not in DiffuMatch): with 50 steps the
+  result depends on the network's seed, so ``n_starts`` networks are optimised and,
+  in :func:`geo.fmaps.match`, each result and the WKS map are refined by ZoomOut and
+  the one of lowest :func:`map_energy` (ZoomOut residuals both ways plus the
+  orientation term; no ground truth) is kept.
 * **Returned map.** We return the distilled-mask solve of the final features (the
   paper refines the unregularised map); the mask solve was as good or better in our
   measurements and is the quantity the prior shaped.
