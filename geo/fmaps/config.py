@@ -53,7 +53,7 @@ class DiffuMatchConfig:
     :mod:`geo.fmaps.diffumatch.matching`). 0 disables it."""
     n_orient: int = 8
     """Descriptors (a subset of the WKS input) whose orientation operators are used."""
-    max_points: int = 1000
+    max_points: int = 2000
     """Shapes with more vertices are optimised on a farthest-point subsample of this size."""
     n_starts: int = 2
     """Independent optimisations (network seeds); the refined map of lowest intrinsic
