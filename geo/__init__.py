@@ -6,11 +6,7 @@ itself is cheap so the CLI starts fast.
 
 __version__ = "0.1.0"
 
+from geo._lazy import lazy_exports  # noqa: E402
 
-def __getattr__(name):
-    # ``geo.match`` / ``geo.Correspondence``: the shape-matching API (geo.fmaps), loaded on first use
-    if name in ("match", "Correspondence", "MatchConfig"):
-        from geo import fmaps
-
-        return getattr(fmaps, name)
-    raise AttributeError(f"module 'geo' has no attribute {name!r}")
+# ``geo.match`` / ``geo.Correspondence``: the shape-matching API (geo.fmaps), loaded on first use
+__getattr__, __dir__ = lazy_exports(__name__, {"match": "fmaps", "Correspondence": "fmaps", "MatchConfig": "fmaps"})

@@ -64,7 +64,7 @@ Where the code departs:
 
 from __future__ import annotations
 
-import importlib
+from geo._lazy import lazy_exports
 
 # Submodules load on first use, so that ``geo.fmaps.config`` (imported by the CLI to
 # build its flags) does not pull in torch.
@@ -97,13 +97,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -277,16 +277,13 @@ def _prepare(v, f, label: str, k: int, laplacian: str) -> PreparedShape:
     method = laplacian if laplacian != "auto" else ("cotan" if f is not None else "robust")
     if method == "cotan" and f is None:
         raise ValueError(f"{label}: laplacian='cotan' needs a triangle mesh; this input is a point cloud")
-    n_distinct = len(np.unique(v, axis=0))
-    if n_distinct <= k:
-        kind = "mesh" if f is not None else "point cloud"
-        raise ValueError(f"{label}: the {kind} has {n_distinct} distinct points, but k={k} basis functions need more than {k}")
-    with warnings.catch_warnings():
-        # duplicate / degenerate cleaning warnings are re-raised with the file's name
+    with warnings.catch_warnings(record=True) as caught:  # re-raised below with the input's name
         warnings.simplefilter("always")
-        with warnings.catch_warnings(record=True) as caught:
-            spec = SpectralShape(v, f)
-            basis, evals, mass = gs.eigenbasis(spec, k, method=method)
+        spec = SpectralShape(v, f)  # merges duplicates, drops degenerate faces
+        if spec.n_work <= k:
+            kind = "mesh" if f is not None else "point cloud"
+            raise ValueError(f"{label}: the {kind} has {spec.n_work} distinct points, but k={k} basis functions need more than {k}")
+        basis, evals, mass = gs.eigenbasis(spec, k, method=method)
     for w in caught:
         if "component" in str(w.message):
             continue
@@ -312,10 +309,9 @@ def _prepare(v, f, label: str, k: int, laplacian: str) -> PreparedShape:
 # Matching
 # ------------------------------------------------------------------------------------
 def _wks(shape: PreparedShape, n: int, k: int) -> np.ndarray:
-    import geo.spectral as gs
+    from .solver import spectral_descriptors
 
-    f = gs.wks(shape.evals[:k], shape.basis[:, :k], n_energies=n)
-    return f / np.sqrt((shape.mass[:, None] * f**2).sum(0, keepdims=True))
+    return spectral_descriptors(shape.basis, shape.evals, shape.mass, "wks", n, k)
 
 
 def _spectrum(shape: PreparedShape, n_desc: int, k: int):
@@ -391,20 +387,21 @@ def match(source, target, method: str | None = None, config: MatchConfig | None 
         # the winner continues to k_final
         k_sel = min(cfg.k_final, max(cfg.k, cfg.diffumatch.k_select))
         for name, C0 in candidates.items():
-            C, p = zoomout(C0, b1, b2, k_final=k_sel, step=cfg.zoomout_step, mass2=m2, return_p2p=True)
-            refined[name] = C
-            energies[name] = map_energy(C, p, b1, b2, m1, m2, res.orient_ops, cfg.k)
+            refined[name] = zoomout(C0, b1, b2, k_final=k_sel, step=cfg.zoomout_step, mass2=m2, return_p2p=True)
+            energies[name] = map_energy(*refined[name], b1, b2, m1, m2, res.orient_ops, cfg.k)
         chosen = min(energies, key=energies.get)
-        C = zoomout(refined[chosen], b1, b2, k_final=cfg.k_final, step=cfg.zoomout_step, mass2=m2)
+        C, p2p = refined[chosen]
+        if cfg.k_final > k_sel:
+            C, p2p = zoomout(C, b1, b2, k_final=cfg.k_final, step=cfg.zoomout_step, mass2=m2, return_p2p=True)
         info["diffumatch"].update(energies={k: round(v, 4) for k, v in energies.items()}, chosen=chosen)
+    elif method == "zoomout" and cfg.k_final > cfg.k:
+        C, p2p = zoomout(wks_map(), b1, b2, k_final=cfg.k_final, step=cfg.zoomout_step, mass2=m2, return_p2p=True)
     else:
         C = wks_map()
-        if method == "zoomout" and cfg.k_final > cfg.k:
-            C = zoomout(C, b1, b2, k_final=cfg.k_final, step=cfg.zoomout_step, mass2=m2)
-    k2, k1 = C.shape
-    p2p_21 = fmap_to_p2p(C, b1[:, :k1], b2[:, :k2]).numpy()
+        p2p = fmap_to_p2p(C, b1, b2)
+    p2p_21 = p2p.numpy()
     # near-isometric maps have orthogonal C, so the adjoint C12ᵀ maps target → source coefficients
-    p2p_12 = fmap_to_p2p(C.transpose(0, 1), b2[:, :k2], b1[:, :k1]).numpy()
+    p2p_12 = fmap_to_p2p(C.transpose(0, 1), b2, b1).numpy()
 
     # round trip on the target, in unit-area 3D coordinates
     d = np.linalg.norm(tgt.vertices[p2p_12[p2p_21]] - tgt.vertices, axis=1)

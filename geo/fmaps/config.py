@@ -63,11 +63,6 @@ class DiffuMatchConfig:
     refined map has the lower intrinsic energy (:func:`geo.fmaps.diffumatch.matching.map_energy`)."""
     k_select: int = 50
     """ZoomOut size at which the candidate maps are compared; the winner continues to ``k_final``."""
-    unit_features: bool = False
-    """Scale each learned feature to unit M-norm before the solve."""
-    keep_input: bool = False
-    """Solve with the WKS input *and* the learned features (step 0 then reproduces the
-    WKS map); ``False`` is the paper's learned features alone."""
     bf16: bool = True
     """Run DiffusionNet under bfloat16 autocast (about 3× faster on CPUs with AVX512-BF16)."""
     prior: Path | None = None

@@ -79,20 +79,32 @@ def preprocess(
     import geo.spectral as gs
 
     basis, evals, mass = gs.eigenbasis(shape, k, method=method)
-    nd = k if n_descriptor_evals is None else min(int(n_descriptor_evals), k)
-    names = [descriptors] if isinstance(descriptors, str) else list(descriptors)
+    f = spectral_descriptors(basis, evals, mass, descriptors, n_descriptors, n_descriptor_evals)
+    t = lambda a: as_tensor(a, device=device)  # noqa: E731
+    return ShapeSpectrum(t(basis), t(evals), t(mass), t(f))
+
+
+def spectral_descriptors(basis, evals, mass, names: str | Sequence[str] = "wks", n: int = 100, n_evals: int | None = None) -> np.ndarray:
+    """WKS and/or HKS (``n`` energies / times each, concatenated) from the first
+    ``n_evals`` eigenpairs (default all), each column scaled to unit M-norm (as pyFM).
+
+    Returns:
+        ``[N, n · len(names)]`` float64.
+    """
+    import geo.spectral as gs
+
+    k = basis.shape[1]
+    nd = k if n_evals is None else min(int(n_evals), k)
     feats = []
-    for name in names:
+    for name in [names] if isinstance(names, str) else list(names):
         if name == "wks":
-            feats.append(gs.wks(evals[:nd], basis[:, :nd], n_energies=n_descriptors))
+            feats.append(gs.wks(evals[:nd], basis[:, :nd], n_energies=n))
         elif name == "hks":
-            feats.append(gs.hks(evals[:nd], basis[:, :nd], n_times=n_descriptors))
+            feats.append(gs.hks(evals[:nd], basis[:, :nd], n_times=n))
         else:
             raise ValueError(f"descriptor must be 'wks' or 'hks', got {name!r}")
     f = np.concatenate(feats, axis=1)
-    f = f / np.sqrt((mass[:, None] * f**2).sum(0, keepdims=True))  # unit M-norm (as pyFM)
-    t = lambda a: as_tensor(a, device=device)  # noqa: E731
-    return ShapeSpectrum(t(basis), t(evals), t(mass), t(f))
+    return f / np.sqrt((mass[:, None] * f**2).sum(0, keepdims=True))
 
 
 def project(values, basis, mass) -> Tensor:

@@ -33,7 +33,7 @@ only, and every other name is imported on first access.
 
 from __future__ import annotations
 
-import importlib
+from geo._lazy import lazy_exports
 
 from .registry import ALIASES, REGULARIZERS, build, known_names, parse_regularizer_spec, parse_regularizers
 from .schedule import Schedule
@@ -60,13 +60,5 @@ _LAZY = {
 __all__ = ["REGULARIZERS", "ALIASES", "build", "known_names", "parse_regularizer_spec", "parse_regularizers", "Schedule", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
-
-def __dir__():
-    return sorted(__all__)

@@ -22,7 +22,7 @@ NaN/Inf parameters with a warning; they never write an empty file.
 
 from __future__ import annotations
 
-import importlib
+from geo._lazy import lazy_exports
 
 _LAZY = {
     "write_gaussian_ply": "ply_gaussians", "read_gaussian_ply": "ply_gaussians", "finite_gaussians": "ply_gaussians",
@@ -38,9 +38,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

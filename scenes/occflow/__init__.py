@@ -79,7 +79,7 @@ Departures, and why:
 
 from __future__ import annotations
 
-import importlib
+from geo._lazy import lazy_exports
 
 __all__ = ["VoxelSplatConfig", "VoxelSplatLoss", "RigViews", "LabelImages", "decode_gaussians", "weighted_flow_l1",
            "sample_voxels", "sampling_weights", "OccupancyMIoU", "RayMetrics", "lidar_ray_directions", "cast_rays"]
@@ -94,13 +94,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
-
-def __dir__():
-    return sorted(__all__)

@@ -133,8 +133,7 @@ def _setup(s, k: int, cfg: DiffuMatchConfig, seed: int):
     proj = torch.as_tensor((phi * mass[:, None]).T, dtype=torch.float32)
     f_or = x_full[idx][:, :: max(1, cfg.n_input // cfg.n_orient)][:, : cfg.n_orient]
     orient = _orientation_ops(ops, f_or, phi, mass)
-    x = torch.as_tensor(x_full[idx], dtype=torch.float32)
-    return ops, x, proj, orient, idx, torch.as_tensor(mass, dtype=torch.float32)
+    return ops, torch.as_tensor(x_full[idx], dtype=torch.float32), proj, orient, idx
 
 
 def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
@@ -158,15 +157,12 @@ def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
     prior = load_prior(cfg.prior)
     if k != prior.cfg.k:
         raise ValueError(f"DiffuMatch's prior is trained on {prior.cfg.k}×{prior.cfg.k} maps; got k={k}")
-    (ops1, x1, P1, O1, idx1, m1), (ops2, x2, P2, O2, idx2, m2) = (_setup(s, k, cfg, seed) for s in (src, tgt))
+    (ops1, x1, P1, O1, idx1), (ops2, x2, P2, O2, idx2) = (_setup(s, k, cfg, seed) for s in (src, tgt))
     scale = O1.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]  # one scale for both shapes
     O1, O2 = O1 / scale, O2 / scale
     sub = [farthest_point_sampling(s.vertices, cfg.proper_points, seed) for s in (src, tgt)]
     b_sub = [torch.as_tensor(s.basis[i, : cfg.proper_k]) for s, i in zip((src, tgt), sub)]
     t_setup = time.perf_counter() - t0
-
-    def unit(f, m):  # unit M-norm columns, like the WKS input
-        return f / (m[:, None] * f**2).sum(0, keepdim=True).sqrt().clamp_min(1e-12)
 
     def run(start: int):
         torch.manual_seed(seed + start)
@@ -176,12 +172,7 @@ def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
         def features():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 f1, f2 = net(x1, ops1), net(x2, ops2)
-            f1, f2 = f1.float(), f2.float()
-            if cfg.unit_features:
-                f1, f2 = unit(f1, m1), unit(f2, m2)
-            if cfg.keep_input:
-                f1, f2 = torch.cat([x1, f1], 1), torch.cat([x2, f2], 1)
-            return P1 @ f1, P2 @ f2  # A [k, d], B [k, d]
+            return P1 @ f1.float(), P2 @ f2.float()  # A [k, d], B [k, d]
 
         targets, history = None, []
         steps = range(cfg.n_iter)

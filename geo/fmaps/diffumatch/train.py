@@ -18,10 +18,12 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .prior import PriorConfig
 
 
 @dataclass
@@ -40,13 +42,8 @@ class PriorTrainConfig:
     n_vertices: int = 2000
     p_remesh: float = 0.4
     strength: tuple[float, float] = (0.1, 0.9)
-    k: int = 30
-    patch: int = 5
-    width: int = 64
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 2.0
-    sigma_max: float = 10.0
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """the denoiser's architecture and noise schedule (saved in the checkpoint)"""
     steps: int = 4000
     minutes: float = 18.0
     batch: int = 128
@@ -80,12 +77,12 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
     from tqdm import tqdm
 
     from .data import HELDOUT, build_dataset
-    from .prior import PriorConfig, build_prior, save_prior
+    from .prior import build_prior, save_prior
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    data = build_dataset(cfg.n_maps, cfg.k, cfg.seed, cfg.n_variants, cfg.p_remesh, cfg.strength, cfg.n_vertices, cache=cfg.data_cache)
+    data = build_dataset(cfg.n_maps, cfg.prior.k, cfg.seed, cfg.n_variants, cfg.p_remesh, cfg.strength, cfg.n_vertices, cache=cfg.data_cache)
     maps = torch.as_tensor(data["maps"], dtype=torch.float32)
     rng = np.random.default_rng(cfg.seed)
     perm = torch.as_tensor(rng.permutation(len(maps)))
@@ -94,12 +91,11 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
     data_s = time.time() - t0
     print(f"{len(maps)} maps ({data['meta']['maps_per_shape']}), data {data_s:.0f}s", flush=True)
 
-    pcfg = PriorConfig(k=cfg.k, patch=cfg.patch, width=cfg.width, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, sigma_max=cfg.sigma_max)
-    model = build_prior(pcfg)
+    model = build_prior(cfg.prior)
     with torch.no_grad():
         model.mean.copy_(tr.mean(0))
         model.scale.copy_((tr - tr.mean(0)).std())
-    ema = build_prior(pcfg)
+    ema = build_prior(cfg.prior)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -116,7 +112,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
         print(f"resumed from {cfg.state} at step {step}", flush=True)
 
     command = "python -m geo.fmaps.diffumatch.train " + " ".join(argv if argv is not None else sys.argv[1:])
-    t_max = float(model.t_of_sigma(torch.tensor(cfg.sigma_max)))
+    t_max = float(model.t_of_sigma(torch.tensor(cfg.prior.sigma_max)))
     beta = 0.5 ** (1.0 / cfg.ema_halflife)
 
     def meta(partial: bool) -> dict:
@@ -153,7 +149,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
             gr["lr"] = lr
         x = tr[torch.randint(len(tr), (cfg.batch,))]
         xn = (x - model.mean) / model.scale
-        t = pcfg.eps_t + torch.rand(cfg.batch) * (t_max - pcfg.eps_t)
+        t = cfg.prior.eps_t + torch.rand(cfg.batch) * (t_max - cfg.prior.eps_t)
         sn = model.sigma_of_t(t)
         noisy = xn + sn.view(-1, 1, 1) * torch.randn_like(xn)
         d = model.denoise_normalized(noisy, sn)
