@@ -60,7 +60,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["CameraModel", "CameraKind", "opencv_to_opengl", "opengl_to_opencv"]
+__all__ = ["CameraModel", "CameraKind", "opencv_to_opengl", "opengl_to_opencv", "optical_axes_system"]
 
 CameraKind = Literal["pinhole", "opencv", "fisheye"]
 
@@ -841,6 +841,20 @@ def _round_half_up(x: float) -> int:
 def _check_pose_shape(c2w) -> None:
     if c2w.ndim < 2 or tuple(c2w.shape[-2:]) != (4, 4):
         raise ValueError(f"c2w: expected shape [..., 4, 4], got {tuple(c2w.shape)}")
+
+
+def optical_axes_system(c2ws) -> tuple[np.ndarray, np.ndarray]:
+    """Normal equations ``A p = b`` of the point ``p`` nearest, in least squares, to every
+    camera's optical axis (OpenCV: the axis is ``+z`` of each camera-to-world ``[4, 4]``).
+
+    ``A = Σ (I − d dᵀ)``, ``b = Σ (I − d dᵀ) c`` over camera centres ``c`` and unit axes
+    ``d``; ``A`` is singular when all axes are parallel (check its condition number).
+    """
+    T = np.asarray(c2ws, dtype=np.float64).reshape(-1, 4, 4)
+    c = T[:, :3, 3]
+    d = T[:, :3, 2] / np.linalg.norm(T[:, :3, 2], axis=1, keepdims=True)
+    P = np.eye(3) - d[:, :, None] * d[:, None, :]
+    return P.sum(0), np.einsum("nij,nj->i", P, c)
 
 
 def opencv_to_opengl(c2w):

@@ -511,3 +511,16 @@ def test_cuda_matches_cpu():
     img = torch.rand(1, 3, small.height, small.width, device="cuda")
     out, _ = small.undistort_image(img)
     torch.testing.assert_close(out.cpu(), small.undistort_image(img.cpu())[0], rtol=0, atol=1e-5)
+
+
+def test_optical_axes_system_recovers_the_common_look_at_point():
+    from geo.cameras import optical_axes_system
+    from geo.transforms import look_at
+
+    rng = np.random.default_rng(0)
+    target = np.array([0.3, -1.2, 2.0])
+    c2ws = [look_at(target + rng.normal(size=3) * 4, target) for _ in range(6)]
+    A, b = optical_axes_system(c2ws)
+    np.testing.assert_allclose(np.linalg.solve(A, b), target, atol=1e-10)
+    A1, _ = optical_axes_system(c2ws[:1])  # one axis: a line of solutions
+    assert np.linalg.matrix_rank(A1) == 2

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from geo.cameras import optical_axes_system
+
 __all__ = ["plane_sweep_depth", "depth_range", "fit_scale_shift", "fill_depth", "initial_depths"]
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -154,13 +156,7 @@ def depth_range(views, points: np.ndarray | None = None, graph_meta: dict | None
     if graph_meta and "near" in graph_meta and "far" in graph_meta:
         return float(graph_meta["near"]), float(graph_meta["far"])
     # least-squares point closest to all optical axes
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for v in views:
-        c, d = v.c2w[:3, 3], v.c2w[:3, 2] / np.linalg.norm(v.c2w[:3, 2])
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ c
+    A, b = optical_axes_system([v.c2w for v in views])
     centres = np.stack([v.c2w[:3, 3] for v in views])
     baseline = max(float(np.linalg.norm(centres - centres.mean(0), axis=1).max()), 1e-6)
     if np.linalg.cond(A) < 1e6:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geo.cameras import optical_axes_system
 from scenes.voxe.config import ReconConfig
 
 __all__ = ["View", "load_views", "fit_bounds", "reconstruct", "render_grid_view", "evaluate_grid", "psnr"]
@@ -64,14 +65,7 @@ def fit_bounds(views: list[View]) -> tuple[np.ndarray, np.ndarray]:
     the mean camera distance times ``sin(fov / 2)`` of the narrowest field of view (the
     radius of a sphere that fills that view, as the synthetic datasets are framed).
     """
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for v in views:
-        o, d = v.c2w[:3, 3], v.c2w[:3, 2] / np.linalg.norm(v.c2w[:3, 2])
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ o
-    c = np.linalg.lstsq(A, b, rcond=None)[0]
+    c = np.linalg.lstsq(*optical_axes_system([v.c2w for v in views]), rcond=None)[0]
     dist = np.mean([np.linalg.norm(v.c2w[:3, 3] - c) for v in views])
     fov = min(min(v.model.fov_x, v.model.fov_y) for v in views)
     r = dist * math.sin(fov / 2) * 1.02
