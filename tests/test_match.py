@@ -49,14 +49,25 @@ def _random_rigid(seed=0):
 
 def test_diffumatch_on_cactus_below_5_percent(cactus):
     a, b, D = cactus
-    corr = geo.match(a, b)  # default: DiffuMatch
+    corr = geo.match(a, b)  # default: DiffuMatch with the trained feature network
     assert corr.method == "diffumatch"
     err = _err(corr, D)
     assert err < 5e-2, err
-    # the optimisation ran and lowered its SDS + proper losses
     info = corr.info["diffumatch"]
+    assert info["mode"] == "trained"
+    assert info["chosen"] in info["energies"] and len(info["energies"]) == 2  # the network's map + the WKS map
+
+
+def test_diffumatch_zero_shot_optimises_the_pair(cactus):
+    a, b, D = cactus
+    cfg = fm.DiffuMatchConfig(mode="zero_shot", n_iter=20, n_starts=1)
+    corr = geo.match(a, b, diffumatch=cfg)
+    assert _err(corr, D) < 5e-2
+    info = corr.info["diffumatch"]
+    assert info["mode"] == "zero_shot"
+    # the per-pair optimisation ran and lowered its proper-map loss
     assert all(last < first for first, last in info["loss_proper_first_last"])
-    assert info["chosen"] in info["energies"] and len(info["energies"]) == 3  # two starts + the WKS map
+    assert len(info["energies"]) == 2
 
 
 def test_zoomout_method_and_fmap_method(cactus):

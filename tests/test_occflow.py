@@ -273,3 +273,83 @@ def test_soft_targets_need_rendered_probabilities(scene):
         VoxelSplatConfig(sem2d_render="rgb")
     with pytest.raises(ValueError):
         VoxelSplatConfig(sem2d_target="hard")
+
+
+def _two_voxel_scene():
+    """One camera looking along +x at two car voxels, at 3.25 m and 6.25 m, that do not overlap in the image."""
+    labels = torch.full((1, 16, 8, 4), FREE, dtype=torch.long)
+    near, far = (6, 2, 2), (12, 5, 2)
+    labels[(0, *near)] = labels[(0, *far)] = CLASSES.index("car")
+    origin, vs = (0.0, -2.0, -1.0), 0.5
+    W, H, f = 256, 192, 128.0
+    Ks = torch.tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])[None, None, None]
+    c2e = torch.eye(4)
+    c2e[:3, :3] = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])  # OpenCV x right, y down, z forward
+    c2e[:3, 3] = torch.tensor([0.0, 0.0, 0.25])
+    views = RigViews(Ks, c2e[None, None, None], [0.0], W, H)
+    return labels, origin, vs, views, near, far
+
+
+def test_voxel_pixel_weight_counts_near_and_far_voxels_alike():
+    """A mislabelled voxel at twice the distance covers a quarter of the pixels: the pixel mean
+    ("uniform") charges it ~4x less, the footprint-corrected weights ("voxel") about the same."""
+    labels, origin, vs, views, near, far = _two_voxel_scene()
+    flow = torch.zeros(1, 2, *labels.shape[1:])
+    ratio = {}
+    for mode in ("uniform", "voxel"):
+        loss_fn = VoxelSplatLoss(VoxelSplatConfig(pixel_weight=mode, w_sem2d=1.0, sem2d_class_alpha=0.0))
+        cost = []
+        for wrong in (near, far):
+            logits = perfect_logits(labels)
+            truck = perfect_logits(torch.tensor([[[[CLASSES.index("truck")]]]]))[0, :, 0, 0, 0]
+            logits[(0, slice(None), *wrong)] = truck
+            out = loss_fn(logits, flow, labels, flow, origin, vs, views)
+            cost.append(out["loss_sem2d"].item())
+        ratio[mode] = cost[0] / cost[1]
+    assert ratio["uniform"] > 2.5, ratio
+    assert 0.75 < ratio["voxel"] < 1.33, ratio
+    # a perfect prediction still costs ~0 under the voxel weights
+    out = VoxelSplatLoss(VoxelSplatConfig(pixel_weight="voxel"))(perfect_logits(labels), flow, labels, flow, origin, vs,
+                                                                  views)
+    assert out["loss_sem2d"].item() < 5e-3 and out["loss_depth2d"].item() < 5e-3
+    with pytest.raises(ValueError):
+        VoxelSplatConfig(pixel_weight="area")
+
+
+def test_surface_pixel_weights_are_depth_squared_with_mean_one():
+    from scenes.occflow.loss import surface_pixel_weights
+
+    depth = torch.tensor([[[2.0, 4.0], [0.0, 8.0]]])
+    valid = depth > 0
+    Ks = torch.tensor([[[100.0, 0, 1], [0, 100.0, 1], [0, 0, 1]]])
+    w = surface_pixel_weights(depth, valid, Ks)
+    assert torch.allclose(w[valid].mean(), torch.tensor(1.0))
+    assert torch.allclose(w[valid] / w[valid][0], torch.tensor([1.0, 4.0, 16.0]))
+    assert w[~valid].item() == 1.0
+
+
+def test_sample_free_false_renders_only_occupied_voxels(scene):
+    cfg, labels, flow_gt, views, _ = scene
+    # a free voxel predicted occupied: rendered (and penalised) only when free voxels are sampled
+    logits = perfect_logits(labels)
+    free_idx = torch.nonzero(labels[0] == FREE)
+    out = {}
+    for sample_free in (True, False):
+        lg = logits.clone()
+        for i, j, k in free_idx[::7].tolist():
+            lg[0, :, i, j, k] = perfect_logits(torch.tensor([[[[CLASSES.index("car")]]]]))[0, :, 0, 0, 0]
+        loss_fn = VoxelSplatLoss(VoxelSplatConfig(sample_free=sample_free))
+        out[sample_free] = run(loss_fn, cfg, lg, flow_gt.clone(), labels, flow_gt, views)["loss_depth2d"].item()
+    assert out[True] > 10 * max(out[False], 1e-3), out
+
+
+def test_render_schedule_scales_the_semantic_and_depth_terms(scene):
+    cfg, labels, flow_gt, views, _ = scene
+    sched = Schedule("linear", start_step=0, end_step=10)
+    loss_fn = VoxelSplatLoss(VoxelSplatConfig(render_schedule=sched))
+    logits = torch.zeros(1, K, *labels.shape[1:])
+    half, full = (run(loss_fn, cfg, logits, flow_gt.clone(), labels, flow_gt, views, step=step,
+                      generator=torch.Generator().manual_seed(0)) for step in (5, 10))
+    for k in ("loss_sem2d", "loss_depth2d"):
+        assert abs(half[k].item() - 0.5 * full[k].item()) < 1e-5 * full[k].item(), k
+    assert half["loss_flow2d"].item() == pytest.approx(full["loss_flow2d"].item())

@@ -27,8 +27,12 @@ descriptors and the prior expect.
   Laplacian-commutativity mask (:func:`geo.fmaps.fit`) at size ``k``, then the point map.
 * ``"zoomout"`` — the same initial map refined by ZoomOut to ``k_final``.
 * ``"diffumatch"`` — DiffuMatch (Pierson et al., ICCV 2025; :mod:`geo.fmaps.diffumatch`):
-  per-pair optimisation of DiffusionNet features under the spectral diffusion prior (SDS
-  term plus the "proper map" term), the distilled-mask solve, then ZoomOut to ``k_final``.
+  features of a DiffusionNet trained offline under the spectral diffusion prior (SDS
+  term plus the "proper map" term; ``assets/fmaps/diffumatch_features.pt``), the
+  distilled-mask solve, then ZoomOut to ``k_final``; the refined map and the refined
+  WKS map are compared by an intrinsic energy and the lower one is kept.
+  ``DiffuMatchConfig(mode="zero_shot")`` optimises a fresh network on the pair instead
+  (the paper's zero-shot setting: no training shapes needed, about 8× slower).
 
 **Cleaning.** :class:`geo.spectral.SpectralShape` merges duplicate vertices and drops
 degenerate or duplicate faces, with a warning; non-manifold edges are warned about. A
@@ -70,7 +74,8 @@ class PreparedShape:
     ``vertices`` are the *working* vertices (largest component, unit area, centred);
     ``to_work [N_input]`` maps every input vertex to its working vertex and
     ``work_ids [n]`` gives the input index of each working vertex. ``basis [n, K]``
-    is M-orthonormal on the unit-area shape, ``evals [K]`` ascending, ``mass [n]``.
+    is M-orthonormal on the unit-area shape, ``evals [K]`` ascending, ``mass [n]``;
+    ``laplacian`` is the operator they come from (``"cotan"`` or ``"robust"``).
     """
 
     vertices: np.ndarray
@@ -83,6 +88,7 @@ class PreparedShape:
     n_input: int
     scale: float
     name: str = ""
+    laplacian: str = ""
 
     @property
     def is_mesh(self) -> bool:
@@ -285,8 +291,8 @@ def _prepare(v, f, label: str, k: int, laplacian: str) -> PreparedShape:
             raise ValueError(f"{label}: the {kind} has {spec.n_work} distinct points, but k={k} basis functions need more than {k}")
         basis, evals, mass = gs.eigenbasis(spec, k, method=method)
     for w in caught:
-        if "component" in str(w.message):
-            continue
+        if f is not None and "component" in str(w.message):
+            continue  # a mesh's components were handled (and warned about) above
         warnings.warn(f"{label}: {w.message}", w.category, stacklevel=3)
     area = float(mass.sum())
     center = (mass[:, None] * v).sum(0) / area
@@ -302,6 +308,7 @@ def _prepare(v, f, label: str, k: int, laplacian: str) -> PreparedShape:
         n_input=n_input,
         scale=s,
         name=label,
+        laplacian=method,
     )
 
 

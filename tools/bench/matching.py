@@ -17,7 +17,11 @@ Pair sets (none of these shapes is used to train the DiffuMatch prior, see
 Methods, each timed end to end per pair (load, Laplacian, eigenpairs, descriptors,
 map, refinement, point map):
 
-* ``ours`` — ``geo.match(method="diffumatch")`` with default settings.
+* ``ours`` — ``geo.match(method="diffumatch")`` with default settings: the feature
+  network trained offline (``assets/fmaps/diffumatch_features.pt``), no per-pair
+  optimisation.
+* ``zeroshot`` — DiffuMatch's zero-shot setting, ``DiffuMatchConfig(mode="zero_shot")``:
+  a fresh network optimised on each pair (full run only, unless named in ``--methods``).
 * ``zoomout`` — ``geo.match(method="zoomout")`` (WKS solve + ZoomOut, no prior).
 * ``pyfm`` — pyFM 1.3 (``pyfmaps``) as its README runs it: 200 eigenpairs, WKS (100
   energies, every 5th kept), ``fit`` at 35 with ``w_descr=1, w_lap=1e-2, w_dcomm=1e-1``,
@@ -44,6 +48,10 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# BLAS/LAPACK single-threaded for every method (torch keeps 2 threads): on a busy 2-core
+# machine OpenBLAS's threads spin against each other and small dense and sparse
+# eigensolves (pyFM's and ours) become 5-50x slower, which made timings meaningless
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -107,9 +115,12 @@ def run_pyfm(sv, sf, tv, tf):
 
 def run_ours(method: str, sv, sf, tv, tf):
     import geo
+    from geo.fmaps import DiffuMatchConfig
 
     src = sv if sf is None else _MeshArg(sv, sf)
     tgt = tv if tf is None else _MeshArg(tv, tf)
+    if method == "zeroshot":
+        return geo.match(src, tgt, method="diffumatch", diffumatch=DiffuMatchConfig(mode="zero_shot")).p2p_21
     return geo.match(src, tgt, method=method).p2p_21
 
 
@@ -124,7 +135,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one pair per set (< 2 min)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default="ours,zoomout,pyfm")
+    ap.add_argument("--methods", default=None, help="default: ours,zoomout,pyfm (--quick); ours,zeroshot,zoomout,pyfm (full)")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     import torch
@@ -133,9 +144,14 @@ def main(argv=None) -> int:
     from geo.fmaps import surface_area
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    methods = a.methods.split(",")
+    methods = (a.methods or ("ours,zoomout,pyfm" if a.quick else "ours,zeroshot,zoomout,pyfm")).split(",")
     sets = make_sets(a.quick, a.seed)
     rows = []
+    # warm-up, untimed: one call per method on the cactus pair, so that one-time costs
+    # (imports, loading the prior and the feature network) do not land on the first pair
+    _, wsv, wsf, wtv, wtf = sets["cactus"][0][:5]
+    for m in methods:
+        run_pyfm(wsv, wsf, wtv, wtf) if m == "pyfm" else run_ours("diffumatch" if m == "ours" else m, wsv, wsf, wtv, wtf)
     for set_name, pairs in sets.items():
         for pair in pairs:
             name, sv, sf, tv, tf, gt = pair[:6]
@@ -168,9 +184,11 @@ def main(argv=None) -> int:
 
         v5, f5 = refine(*_load(REPO / "assets/spot/spot_triangulated.obj", weld=True), target_vertices=8400)  # refine stops once it has ≥ 0.6 × this
         p = make_pair(v5, f5, np.random.default_rng(a.seed + 99))
-        t = time.perf_counter()
-        run_ours("diffumatch", p["src_v"], p["src_f"], p["tgt_v"], p["tgt_f"])
-        out["sec_ours_5k"] = round(time.perf_counter() - t, 2)
+        for m in ("ours", "zeroshot"):
+            if m in methods:
+                t = time.perf_counter()
+                run_ours("diffumatch" if m == "ours" else m, p["src_v"], p["src_f"], p["tgt_v"], p["tgt_f"])
+                out[f"sec_{m}_5k"] = round(time.perf_counter() - t, 2)
         out["n_vertices_5k"] = len(v5)
     out["quick"] = a.quick
     out["pairs"] = sum(len(p) for p in sets.values())

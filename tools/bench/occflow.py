@@ -9,19 +9,24 @@ initialisation, on the same sample order and for the same number of steps:
   weighted voxel flow L1 (``weighted_flow_l1``, the same term as ``loss_flow3d``);
 * **voxelsplat**: the same voxel cross-entropy + :class:`VoxelSplatLoss` (its
   ``loss_flow3d`` is the base's flow term, so only the rendered terms differ),
-  rendering into the key frame's cameras and the next frame's (``dt = +0.5 s``).
+  rendering into the key frame's cameras and the next frame's (``dt = +0.5 s``);
+  the semantic and depth renders ramp in linearly over the first half of the
+  steps (``--render-warmup 0.5``, the config's ``render_schedule``), the flow
+  terms are on from the start.
 
 Test metrics: Occ3D mIoU on camera-visible voxels, RayIoU (1/2/4 m) from the ego
 sensor positions of the previous, key and next frame, and mAVE on the dynamic
 classes' true-positive rays (:mod:`scenes.occflow.metrics`).
 
 Usage: ``python -m tools.bench.occflow [--quick] [--seeds 0 1 2] [--steps N]``.
-``--quick`` (one seed, 4 training sequences, 80 steps) runs in under 2 minutes on
-2 CPU cores; the full run (6 training sequences, 200 steps) averages 3 seeds. The
+``--quick`` (one seed, 4 training and 2 test sequences, 80 steps) runs in under 2
+minutes on 2 CPU cores; the full run (6 training sequences, 200 steps, 8 test
+sequences = 16 key frames per seed) averages 3 seeds. The
 world is 32 x 32 x 8 voxels of 0.5 m, 6 cameras of 48 x 32. ``--w-sem2d``,
 ``--w-depth2d``, ``--w-flow2d``, ``--depth-mode``, ``--depth-metric``, ``--dynamic-speed``,
-``--adjacent-grad``, ``--sem2d-class-alpha`` override the loss's defaults for
-ablations (closer to the release: ``--depth-mode accumulated --adjacent-grad all
+``--adjacent-grad``, ``--sem2d-class-alpha``, ``--pixel-weight``, ``--sample-free``,
+``--render-warmup`` override the loss's defaults for
+ablations (closer to the release: ``--render-warmup 0 --depth-mode accumulated --adjacent-grad all
 --sem2d-class-alpha 0 --w-sem2d 0.5 --w-depth2d 1 --w-flow2d 1``, plus
 ``flow_opacity_grad=True, sem2d_render="logits", w_alpha2d=0`` in
 :class:`VoxelSplatConfig`). A picture of ground truth vs both predictions for one
@@ -208,20 +213,24 @@ def run(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    from geo.regularizers.schedule import Schedule
     from scenes.occflow.config import VoxelSplatConfig
     from scenes.occflow.synthetic import CLASSES, FREE, SyntheticConfig, make_sequence
 
     K = len(CLASSES)
     world = SyntheticConfig(grid=(32, 32, 8), frames=4, n_cameras=6, width=48, height=32, n_cars=3,
                             n_pedestrians=2, n_barriers=2, n_poles=3)
-    n_train, n_test = (4, 1) if args.quick else (6, 2)
+    n_train, n_test = (4, 2) if args.quick else (6, 8)
     # the library defaults unless overridden on the command line
     vs_cfg = VoxelSplatConfig(max_gaussians=args.max_gaussians, cameras_per_chunk=world.n_cameras, checkpoint=False)
     over = {k: getattr(args, k) for k in ("w_sem2d", "w_depth2d", "w_flow2d", "depth_mode", "depth_metric",
-                                          "dynamic_speed", "adjacent_grad", "sem2d_class_alpha")
+                                          "dynamic_speed", "adjacent_grad", "sem2d_class_alpha", "pixel_weight",
+                                          "sample_free")
             if getattr(args, k) is not None}
     if over.get("depth_mode") == "accumulated" and "depth_metric" not in over:
         over["depth_metric"] = "l1"  # the release's accumulated-depth L1
+    if args.render_warmup > 0:  # the 2D semantic / depth terms ramp in linearly over this fraction of the steps
+        over["render_schedule"] = Schedule("linear", 0, max(1, round(args.render_warmup * args.steps)))
     vs_cfg = replace(vs_cfg, **over)
     results = []
     for seed in args.seeds:
@@ -248,7 +257,8 @@ def run(args) -> dict:
             "quick": bool(args.quick), "voxelsplat": {k: getattr(vs_cfg, k) for k in
                                                       ("w_sem2d", "w_depth2d", "w_flow2d", "w_flow3d", "depth_mode",
                                                        "depth_metric", "dynamic_speed", "adjacent_grad",
-                                                       "sem2d_class_alpha", "max_gaussians")}}
+                                                       "sem2d_class_alpha", "pixel_weight", "sample_free",
+                                                       "max_gaussians")}, "render_warmup": args.render_warmup}
 
 
 def main(argv=None) -> int:
@@ -267,6 +277,11 @@ def main(argv=None) -> int:
     p.add_argument("--dynamic-speed", type=float, default=None)
     p.add_argument("--adjacent-grad", choices=("all", "motion"), default=None)
     p.add_argument("--sem2d-class-alpha", type=float, default=None)
+    p.add_argument("--render-warmup", type=float, default=0.5,
+                   help="fraction of the steps over which loss_sem2d / loss_depth2d ramp in from 0")
+    p.add_argument("--pixel-weight", choices=("uniform", "voxel"), default=None)
+    p.add_argument("--sample-free", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                   help="true / false")
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = [0] if args.quick else [0, 1, 2]

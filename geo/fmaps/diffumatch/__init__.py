@@ -8,7 +8,10 @@ A score-based denoiser ``D(x, σ)`` is trained on ``|C|`` of k = 30 functional m
 
 * in the solve, as the **distilled mask** replacing the Laplacian-commutativity mask
   (:func:`distilled_mask` → :func:`geo.fmaps.solve_fmap` ``mask=``);
-* at test time, as **SDS guidance** on the map (:func:`sds_grad`).
+* as **SDS guidance** on the map (:func:`sds_grad`), in the objective that trains the
+  feature network offline (:mod:`.train_features`, the default ``trained`` mode of
+  :func:`geo.match`) or optimises a fresh one per pair (``zero_shot`` mode,
+  :mod:`.matching`).
 
     >>> from geo.fmaps.diffumatch import load_prior, distilled_mask, sds_grad
     >>> prior = load_prior()                               # assets/fmaps/diffumatch_prior.pt
@@ -17,7 +20,9 @@ A score-based denoiser ``D(x, σ)`` is trained on ``|C|`` of k = 30 functional m
 
 Modules: :mod:`.data` (our training pairs and ground-truth maps; Spot and the cactus
 held out), :mod:`.prior` (the denoiser), :mod:`.guidance` (mask and SDS),
-:mod:`.train` (``python -m geo.fmaps.diffumatch.train``). Each module docstring says
+:mod:`.train` (``python -m geo.fmaps.diffumatch.train``), :mod:`.matching` (the objective and
+the matching of one pair) and :mod:`.train_features` (``python -m
+geo.fmaps.diffumatch.train_features``; the shipped ``assets/fmaps/diffumatch_features.pt``). Each module docstring says
 where we depart from the paper; in short: our own deformation/remeshing training maps
 instead of DFAUST/SURREAL, a ~0.2M-parameter transformer instead of DiT-S/4, and a
 CPU training budget.

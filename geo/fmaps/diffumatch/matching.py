@@ -1,9 +1,17 @@
-"""DiffuMatch test-time matching: per-pair feature optimisation under the spectral prior.
+"""DiffuMatch matching: DiffusionNet features under the spectral prior, trained or per pair.
 
-What the paper does (Pierson, Li, Dai, Ovsjanikov, "DiffuMatch: Category-Agnostic
-Spectral Diffusion Priors for Robust Non-rigid Shape Matching", ICCV 2025, zero-shot
-setting): a DiffusionNet feature extractor, freshly initialised for each pair, is
-optimised with Adam for a few hundred steps. Each step
+Two settings of the paper (Pierson, Li, Dai, Ovsjanikov, "DiffuMatch: Category-Agnostic
+Spectral Diffusion Priors for Robust Non-rigid Shape Matching", ICCV 2025):
+
+* **trained** (``DiffuMatchConfig.mode = "trained"``, the default): the feature network
+  is trained once, without correspondence labels, on a collection of shapes with the
+  objective below (:mod:`.train_features`); matching a pair is one forward pass on each
+  shape, the distilled-mask solve and the refinement (optionally ``finetune_iter`` steps
+  of the objective on the pair first).
+* **zero-shot** (``mode = "zero_shot"``): a DiffusionNet freshly initialised for each
+  pair is optimised with Adam for a few hundred steps.
+
+The objective (:func:`pair_loss`), per pair and step:
 
 1. computes features on both shapes, projects them on the first ``k = 30``
    eigenfunctions and solves the unregularised least-squares maps ``C12``, ``C21``;
@@ -42,11 +50,14 @@ Where we depart, and why:
   Functional Maps", SIGGRAPH Asia 2018): ``Σ_f ‖C O1_f − O2_f C‖²`` with
   ``O_f g = ⟨n × ∇f, ∇g⟩`` for a few WKS functions ``f`` (:func:`_orientation_ops`),
   on both maps, weight ``w_orient``.
-* **Several starts, chosen intrinsically** (not in DiffuMatch): with 50 steps the
-  result depends on the network's seed, so ``n_starts`` networks are optimised and,
-  in :func:`geo.fmaps.match`, each result and the WKS map are refined by ZoomOut and
-  the one of lowest :func:`map_energy` (ZoomOut residuals both ways plus the
-  orientation term; no ground truth) is kept.
+* **Candidates, chosen intrinsically** (not in DiffuMatch): in :func:`geo.fmaps.match`
+  the network's map (zero-shot: one per start — with 50 steps the result depends on
+  the network's seed, so ``n_starts`` networks are optimised) and the WKS map are
+  refined by ZoomOut, and the one of lowest :func:`map_energy` (ZoomOut residuals both
+  ways plus the orientation term; no ground truth) is kept.
+* **Trained setting.** The paper trains on FAUST/SCAPE/SMAL-style collections; ours is
+  trained on our own deformations of the bunny and of primitives, with Spot and the
+  cactus held out (:mod:`.train_features`).
 * **Returned map.** We return the distilled-mask solve of the final features (the
   paper refines the unregularised map); the mask solve was as good or better in our
   measurements and is the quantity the prior shaped.
@@ -55,6 +66,7 @@ Where we depart, and why:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -62,7 +74,22 @@ import torch
 
 from geo.fmaps.config import DiffuMatchConfig
 
-__all__ = ["DiffuMatchConfig", "DiffuMatchResult", "diffumatch_fmap", "map_energy", "farthest_point_sampling"]
+__all__ = [
+    "DiffuMatchConfig",
+    "DiffuMatchResult",
+    "ShapeInputs",
+    "diffumatch_fmap",
+    "load_features",
+    "map_energy",
+    "farthest_point_sampling",
+    "pair_inputs",
+    "pair_features",
+    "pair_loss",
+    "proper_targets",
+    "masked_solves",
+]
+
+DEFAULT_FEATURES = Path(__file__).resolve().parents[3] / "assets" / "fmaps" / "diffumatch_features.pt"
 
 
 def farthest_point_sampling(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -106,12 +133,30 @@ def _orientation_ops(ops, f: np.ndarray, basis: np.ndarray, mass: np.ndarray) ->
     return O.float()
 
 
-def _setup(s, k: int, cfg: DiffuMatchConfig, seed: int):
-    """Operators, network input, projection ``Φᵀ M`` and orientation operators of one shape.
+class ShapeInputs(NamedTuple):
+    """Everything the DiffuMatch objective needs of one shape (:func:`shape_inputs`).
 
-    Shapes with more than ``cfg.max_points`` vertices are represented by a farthest-point
-    subsample (each sample carrying the mass of its Voronoi cell), so that the cost of
-    the optimisation does not grow with the vertex count.
+    ``ops``: DiffusionNet operators of the (subsampled) shape; ``x [n, n_input]``: WKS
+    input; ``proj [k, n]``: ``Φᵀ M`` on the subsample; ``orient [d, k, k]``: orientation
+    operators; ``idx [n]``: the subsample's vertex ids; ``sub_basis [P, proper_k]``: the
+    basis on the proper-map subsample (float64)."""
+
+    ops: object
+    x: torch.Tensor
+    proj: torch.Tensor
+    orient: torch.Tensor
+    idx: np.ndarray
+    sub_basis: torch.Tensor
+
+
+def shape_inputs(s, k: int, cfg: DiffuMatchConfig, seed: int = 0, optimise: bool = True) -> ShapeInputs:
+    """The :class:`ShapeInputs` of a :class:`geo.fmaps.api.PreparedShape`.
+
+    Shapes with more than ``cfg.max_points`` vertices (``cfg.max_points_forward`` when
+    the network only runs forward, ``optimise=False``) are represented by a
+    farthest-point subsample (each sample carrying the mass of its Voronoi cell), so that
+    the cost of the network does not grow with the vertex count. Without ``optimise``
+    there is no proper-map target, so ``sub_basis`` is ``None``.
     """
     from scipy.spatial import cKDTree
 
@@ -121,34 +166,117 @@ def _setup(s, k: int, cfg: DiffuMatchConfig, seed: int):
 
     n = len(s.vertices)
     x_full = _wks(s, cfg.n_input, min(cfg.k_operators, s.basis.shape[1]))
-    if n > cfg.max_points:
-        idx = farthest_point_sampling(s.vertices, cfg.max_points, seed)
+    cap = cfg.max_points if optimise else cfg.max_points_forward
+    if n > cap:
+        idx = farthest_point_sampling(s.vertices, cap, seed)
         _, cell = cKDTree(s.vertices[idx]).query(s.vertices)
         mass = np.bincount(cell, weights=s.mass, minlength=len(idx))
         shape = SpectralShape(s.vertices[idx], None)
     else:
         idx, mass, shape = np.arange(n), s.mass, SpectralShape(s.vertices, s.faces)
-    ops = spectral_operators(shape, k=min(cfg.k_operators, len(idx) - 1))
+        if s.laplacian and s.basis.shape[1] >= cfg.k_operators:
+            # the operators' eigenpairs are the prepared (unit-area) ones: reuse, don't re-solve
+            shape._cache[("eigen", s.laplacian, s.basis.shape[1])] = (s.evals, s.basis, s.mass)
+    method = s.laplacian if n <= cap and s.laplacian else None
+    ops = spectral_operators(shape, k=min(cfg.k_operators, len(idx) - 1), method=method)
     phi = s.basis[idx, :k]
     proj = torch.as_tensor((phi * mass[:, None]).T, dtype=torch.float32)
     f_or = x_full[idx][:, :: max(1, cfg.n_input // cfg.n_orient)][:, : cfg.n_orient]
     orient = _orientation_ops(ops, f_or, phi, mass)
-    return ops, torch.as_tensor(x_full[idx], dtype=torch.float32), proj, orient, idx
+    sub_basis = None
+    if optimise:
+        sub = farthest_point_sampling(s.vertices, cfg.proper_points, seed)
+        sub_basis = torch.as_tensor(s.basis[sub, : cfg.proper_k])
+    return ShapeInputs(ops, torch.as_tensor(x_full[idx], dtype=torch.float32), proj, orient, idx, sub_basis)
+
+
+def pair_inputs(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0, optimise: bool = True) -> tuple[ShapeInputs, ShapeInputs]:
+    """:func:`shape_inputs` of both shapes, orientation operators scaled by one common
+    factor (so that the orientation term has the same size on every pair)."""
+    return normalise_orientation(shape_inputs(src, k, cfg, seed, optimise), shape_inputs(tgt, k, cfg, seed, optimise))
+
+
+def normalise_orientation(a: ShapeInputs, b: ShapeInputs) -> tuple[ShapeInputs, ShapeInputs]:
+    """Divide both shapes' orientation operators by the source's per-descriptor norm."""
+    scale = a.orient.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    return a._replace(orient=a.orient / scale), b._replace(orient=b.orient / scale)
+
+
+def pair_features(net, a: ShapeInputs, b: ShapeInputs, bf16: bool = True):
+    """Spectral coefficients ``A = Φ1ᵀ M1 F1 [k, d]``, ``B [k, d]`` of the network's features."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        f1, f2 = net(a.x, a.ops), net(b.x, b.ops)
+    return a.proj @ f1.float(), b.proj @ f2.float()
+
+
+def masked_solves(A, B, prior, cfg: DiffuMatchConfig, generator=None):
+    """Both distilled-mask solves ``(C12, C21)`` (float64) from spectral features ``A``, ``B``."""
+    from geo.fmaps.solver import solve_fmap
+
+    from .guidance import distilled_mask
+
+    with torch.no_grad():
+        C12, C21 = _lstsq_maps(A, B)
+        m12 = distilled_mask(C12.abs(), prior, sigma=cfg.mask_sigma, n_samples=cfg.n_mask, generator=generator)
+        m21 = distilled_mask(C21.abs(), prior, sigma=cfg.mask_sigma, n_samples=cfg.n_mask, generator=generator)
+        C12o = solve_fmap(A.double(), B.double(), m12.double(), cfg.mask_weight)
+        C21o = solve_fmap(B.double(), A.double(), m21.double(), cfg.mask_weight)
+    return C12o, C21o
+
+
+def proper_targets(A, B, a: ShapeInputs, b: ShapeInputs, prior, cfg: DiffuMatchConfig, k: int, generator=None):
+    """The "proper map" targets: ZoomOut (to ``cfg.proper_k``, on the subsamples) of the
+    distilled-mask solves, cut back to ``k × k`` (float32)."""
+    from geo.fmaps.refine import zoomout
+
+    C12o, C21o = masked_solves(A.detach(), B.detach(), prior, cfg, generator)
+    t12 = zoomout(C12o, a.sub_basis, b.sub_basis, k_final=cfg.proper_k)[:k, :k]
+    t21 = zoomout(C21o, b.sub_basis, a.sub_basis, k_final=cfg.proper_k)[:k, :k]
+    return t12.float(), t21.float()
+
+
+def pair_loss(A, B, a: ShapeInputs, b: ShapeInputs, prior, cfg: DiffuMatchConfig, targets, generator=None):
+    """The DiffuMatch objective of one pair from its spectral features ``A``, ``B``:
+    ``w_sds · SDS + w_proper · ‖C − target‖² + w_orient · orientation`` on both maps.
+
+    Returns:
+        ``(loss, (l_sds, l_proper, l_orient))`` — the loss is differentiable in ``A``, ``B``.
+    """
+    from .guidance import sds_grad
+
+    C12, C21 = _lstsq_maps(A, B)
+    l_proper = ((C12 - targets[0]) ** 2).mean() + ((C21 - targets[1]) ** 2).mean()
+    l_sds = C12.new_zeros(())
+    for C in (C12, C21):
+        x = C.abs()
+        grad = sds_grad(x.detach(), prior, sigma_scale=cfg.sds_sigma, batch_size=cfg.n_sds, generator=generator, absolute=False)
+        l_sds = l_sds + 0.5 * ((x - (x - grad).detach()) ** 2).mean()
+    loss = cfg.w_sds * l_sds + cfg.w_proper * l_proper
+    l_orient = C12.new_zeros(())
+    if cfg.w_orient > 0:
+        l_orient = ((C12 @ a.orient - b.orient @ C12) ** 2).mean() + ((C21 @ b.orient - a.orient @ C21) ** 2).mean()
+        loss = loss + cfg.w_orient * l_orient
+    return loss, (l_sds, l_proper, l_orient)
+
+
+def build_network(cfg: DiffuMatchConfig):
+    """A fresh DiffusionNet of ``cfg``'s architecture (WKS in, ``n_features`` out)."""
+    from geo.fmaps.diffusionnet import DiffusionNet
+
+    return DiffusionNet(cfg.n_input, cfg.n_features, width=cfg.width, n_blocks=cfg.n_blocks)
 
 
 def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
-    """DiffuMatch functional maps ``C12 [k, k]`` between two :class:`geo.fmaps.api.PreparedShape`,
-    one per start (``cfg.n_starts`` networks initialised with seeds ``seed, seed + 1, ...``;
-    the operators and the prior are shared).
+    """DiffuMatch functional maps ``C12 [k, k]`` between two :class:`geo.fmaps.api.PreparedShape`.
+
+    ``cfg.mode == "trained"``: one map from the shipped (or ``cfg.features``) feature
+    network, optionally fine-tuned for ``cfg.finetune_iter`` steps on the pair.
+    ``cfg.mode == "zero_shot"``: one map per start (``cfg.n_starts`` networks initialised
+    with seeds ``seed, seed + 1, ...``, each optimised for ``cfg.n_iter`` steps).
 
     Returns:
         :class:`DiffuMatchResult`.
     """
-    from geo.fmaps.diffusionnet import DiffusionNet
-    from geo.fmaps.refine import zoomout
-    from geo.fmaps.solver import solve_fmap
-
-    from .guidance import distilled_mask, sds_grad
     from .prior import load_prior
 
     t0 = time.perf_counter()
@@ -157,79 +285,101 @@ def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
     prior = load_prior(cfg.prior)
     if k != prior.cfg.k:
         raise ValueError(f"DiffuMatch's prior is trained on {prior.cfg.k}×{prior.cfg.k} maps; got k={k}")
-    (ops1, x1, P1, O1, idx1), (ops2, x2, P2, O2, idx2) = (_setup(s, k, cfg, seed) for s in (src, tgt))
-    scale = O1.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]  # one scale for both shapes
-    O1, O2 = O1 / scale, O2 / scale
-    sub = [farthest_point_sampling(s.vertices, cfg.proper_points, seed) for s in (src, tgt)]
-    b_sub = [torch.as_tensor(s.basis[i, : cfg.proper_k]) for s, i in zip((src, tgt), sub)]
+    if cfg.mode not in ("trained", "zero_shot"):
+        raise ValueError(f"DiffuMatchConfig.mode must be 'trained' or 'zero_shot', got {cfg.mode!r}")
+    optimise = cfg.mode == "zero_shot" or cfg.finetune_iter > 0
+    a, b = pair_inputs(src, tgt, k, cfg, seed, optimise)
     t_setup = time.perf_counter() - t0
 
-    def run(start: int):
-        torch.manual_seed(seed + start)
-        net = DiffusionNet(cfg.n_input, cfg.n_features, width=cfg.width, n_blocks=cfg.n_blocks)
+    def optimise(net, n_iter: int, label: str):
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-
-        def features():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                f1, f2 = net(x1, ops1), net(x2, ops2)
-            return P1 @ f1.float(), P2 @ f2.float()  # A [k, d], B [k, d]
-
         targets, history = None, []
-        steps = range(cfg.n_iter)
-        if cfg.progress:
+        steps = range(n_iter)
+        if cfg.progress and n_iter:
             from tqdm import tqdm
 
-            steps = tqdm(steps, desc=f"DiffuMatch start {start + 1}/{cfg.n_starts}", leave=False)
+            steps = tqdm(steps, desc=f"DiffuMatch {label}", leave=False)
         for step in steps:
-            A, B = features()
-            C12, C21 = _lstsq_maps(A, B)
+            A, B = pair_features(net, a, b, cfg.bf16)
             if targets is None or step % cfg.proper_every == 0:
-                C12o, C21o = masked_solves(A.detach(), B.detach())
-                t12 = zoomout(C12o, b_sub[0], b_sub[1], k_final=cfg.proper_k)[:k, :k]
-                t21 = zoomout(C21o, b_sub[1], b_sub[0], k_final=cfg.proper_k)[:k, :k]
-                targets = (t12.float(), t21.float())
-            l_proper = ((C12 - targets[0]) ** 2).mean() + ((C21 - targets[1]) ** 2).mean()
-            l_sds = C12.new_zeros(())
-            for C in (C12, C21):
-                x = C.abs()
-                grad = sds_grad(x.detach(), prior, sigma_scale=cfg.sds_sigma, batch_size=cfg.n_sds, generator=g, absolute=False)
-                l_sds = l_sds + 0.5 * ((x - (x - grad).detach()) ** 2).mean()
-            loss = cfg.w_sds * l_sds + cfg.w_proper * l_proper
-            l_orient = C12.new_zeros(())
-            if cfg.w_orient > 0:
-                l_orient = ((C12 @ O1 - O2 @ C12) ** 2).mean() + ((C21 @ O2 - O1 @ C21) ** 2).mean()
-                loss = loss + cfg.w_orient * l_orient
+                targets = proper_targets(A, B, a, b, prior, cfg, k, g)
+            loss, parts = pair_loss(A, B, a, b, prior, cfg, targets, g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            history.append((float(l_sds), float(l_proper), float(l_orient)))
+            history.append(tuple(float(p.detach()) for p in parts))
+        net.eval()
         with torch.no_grad():
-            A, B = features()
-        return masked_solves(A, B)[0], history
-
-    def masked_solves(A, B):
-        with torch.no_grad():
-            C12, C21 = _lstsq_maps(A, B)
-            m12 = distilled_mask(C12.abs(), prior, sigma=cfg.mask_sigma, n_samples=cfg.n_mask, generator=g)
-            m21 = distilled_mask(C21.abs(), prior, sigma=cfg.mask_sigma, n_samples=cfg.n_mask, generator=g)
-            C12o = solve_fmap(A.double(), B.double(), m12.double(), cfg.mask_weight)
-            C21o = solve_fmap(B.double(), A.double(), m21.double(), cfg.mask_weight)
-        return C12o, C21o
+            A, B = pair_features(net, a, b, cfg.bf16)
+        return masked_solves(A, B, prior, cfg, g)[0], history
 
     fmaps, histories = [], []
-    for start in range(cfg.n_starts):
-        C, h = run(start)
+    if cfg.mode == "trained":
+        net = load_features(cfg.features, cfg)
+        if cfg.finetune_iter:
+            net.train()
+        C, h = optimise(net, cfg.finetune_iter, "fine-tuning")
         fmaps.append(C)
         histories.append(h)
+    else:
+        for start in range(cfg.n_starts):
+            torch.manual_seed(seed + start)
+            C, h = optimise(build_network(cfg), cfg.n_iter, f"start {start + 1}/{cfg.n_starts}")
+            fmaps.append(C)
+            histories.append(h)
     info = {
+        "mode": cfg.mode,
         "seconds_setup": round(t_setup, 3),
         "seconds": round(time.perf_counter() - t0, 3),
-        "points": [len(idx1), len(idx2)],
+        "points": [len(a.idx), len(b.idx)],
         "loss_sds_first_last": [[h[0][0], h[-1][0]] for h in histories if h],
         "loss_proper_first_last": [[h[0][1], h[-1][1]] for h in histories if h],
         "loss_orient_first_last": [[h[0][2], h[-1][2]] for h in histories if h],
     }
-    return DiffuMatchResult(fmaps, info, (O1.double(), O2.double()))
+    return DiffuMatchResult(fmaps, info, (a.orient.double(), b.orient.double()))
+
+
+_FEATURES_CACHE: dict = {}
+
+
+def load_features(path=None, cfg: DiffuMatchConfig | None = None):
+    """The trained DiffuMatch feature network (default: ``assets/fmaps/diffumatch_features.pt``),
+    in eval mode, on a fresh copy (safe to fine-tune).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: the checkpoint is not a feature network, or its architecture differs
+            from ``cfg``'s (``n_input``, ``n_features``, ``width``, ``n_blocks``, ``k_operators``).
+    """
+    import copy
+
+    path = Path(path) if path is not None else DEFAULT_FEATURES
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no DiffuMatch feature network; train one with `python -m geo.fmaps.diffumatch.train_features --out {path}`"
+            " or use DiffuMatchConfig(mode='zero_shot')"
+        )
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _FEATURES_CACHE:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or ck.get("kind") != "diffumatch-features":
+            raise ValueError(f"{path}: not a DiffuMatch feature checkpoint (expected kind='diffumatch-features')")
+        arch = ck["arch"]
+        net = build_network(DiffuMatchConfig(**arch))
+        net.load_state_dict(ck["state_dict"])
+        _FEATURES_CACHE[key] = (net, arch)
+    net, arch = _FEATURES_CACHE[key]
+    if cfg is not None:
+        bad = {f: (arch[f], getattr(cfg, f)) for f in ARCH_FIELDS if arch[f] != getattr(cfg, f)}
+        if bad:
+            raise ValueError(f"{path}: the feature network was trained with {bad} (checkpoint, config); set the config to match")
+    net = copy.deepcopy(net)
+    net.eval()
+    return net
+
+
+ARCH_FIELDS = ("n_input", "n_features", "width", "n_blocks", "k_operators")
+"""The :class:`DiffuMatchConfig` fields a feature checkpoint fixes."""
 
 
 class DiffuMatchResult(NamedTuple):

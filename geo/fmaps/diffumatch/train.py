@@ -15,7 +15,6 @@ samples, DiT-S/4, GPU. Ours: CPU-sized model and budget (see :mod:`.prior`).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,6 +75,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
     import torch
     from tqdm import tqdm
 
+    from ._training import ema_update, warmup_cosine_lr
     from .data import HELDOUT, build_dataset
     from .prior import build_prior, save_prior
 
@@ -113,7 +113,6 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
 
     command = "python -m geo.fmaps.diffumatch.train " + " ".join(argv if argv is not None else sys.argv[1:])
     t_max = float(model.t_of_sigma(torch.tensor(cfg.prior.sigma_max)))
-    beta = 0.5 ** (1.0 / cfg.ema_halflife)
 
     def meta(partial: bool) -> dict:
         return dict(
@@ -143,8 +142,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
     run_ema = None
     t_start = time.time() - train_s
     while step < cfg.steps and (time.time() - t_start) < cfg.minutes * 60:
-        frac = step / cfg.steps
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = warmup_cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
         for gr in opt.param_groups:
             gr["lr"] = lr
         x = tr[torch.randint(len(tr), (cfg.batch,))]
@@ -158,10 +156,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            b = min(beta, (step + 1) / (step + 10))  # ramp-up: early EMA follows the weights
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - b)
+        ema_update(ema, model, step, cfg.ema_halflife)
         step += 1
         train_s = time.time() - t_start
         run_ema = float(loss) if run_ema is None else 0.98 * run_ema + 0.02 * float(loss)
