@@ -89,6 +89,23 @@ def test_result_does_not_depend_on_pose_or_scale(cactus):
     assert (c.p2p_12 == ref.p2p_12).mean() > 0.99
 
 
+def test_trained_diffumatch_does_not_depend_on_pose_or_scale(cactus):
+    """The network reads WKS and rotation-invariant gradient features, so a rigidly moved
+    and rescaled target (here as a point cloud: the point-cloud operators' path) gets the same map."""
+    a, b, D = cactus
+    R, t = _random_rigid(4)
+    moved = np.asarray(b.vertices) @ R.T * 0.2 + t
+    exact = fm.DiffuMatchConfig(bf16=False)  # float32: the same map up to round-off
+    ref = geo.match(a, np.asarray(b.vertices), k_final=40, diffumatch=exact)
+    c = geo.match(a, moved, k_final=40, diffumatch=exact)
+    assert ref.info["diffumatch"]["mode"] == "trained"
+    assert (c.p2p_21 == ref.p2p_21).mean() > 0.99
+    assert _err(ref, D) < 0.05
+    # default bfloat16 network: its rounding differs between poses, the maps stay geodesically close
+    ref, c = geo.match(a, np.asarray(b.vertices), k_final=40), geo.match(a, moved, k_final=40)
+    assert D[ref.p2p_21, c.p2p_21].mean() < 0.01
+
+
 class _Mesh:
     def __init__(self, vertices, faces):
         self.vertices, self.faces = np.asarray(vertices), np.asarray(faces)
