@@ -9,4 +9,4 @@ __version__ = "0.1.0"
 from geo._lazy import lazy_exports  # noqa: E402
 
 # ``geo.match`` / ``geo.Correspondence``: the shape-matching API (geo.fmaps), loaded on first use
-__getattr__, __dir__ = lazy_exports(__name__, {"match": "fmaps", "Correspondence": "fmaps", "MatchConfig": "fmaps"})
+__getattr__, __dir__ = lazy_exports(__name__, {"match": "fmaps", "Correspondence": "fmaps", "MatchConfig": "fmaps", "DiffuMatchConfig": "fmaps"})

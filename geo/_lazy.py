@@ -23,7 +23,8 @@ def lazy_exports(module_name: str, exports: Mapping[str, str]) -> tuple[Callable
     Args:
         module_name: the package's ``__name__``.
         exports: public name → submodule (relative to the package) that defines it.
-            A resolved name is cached in the package's namespace.
+            A resolved name is cached in the package's namespace. Other public names
+            are tried as submodules (``import geo; geo.fmaps``).
     """
     module = sys.modules[module_name]
 
@@ -32,6 +33,12 @@ def lazy_exports(module_name: str, exports: Mapping[str, str]) -> tuple[Callable
             value = getattr(importlib.import_module(f"{module_name}.{exports[name]}"), name)
             setattr(module, name, value)
             return value
+        if not name.startswith("_"):  # a subpackage, as ``import geo; geo.fmaps`` expects
+            try:
+                return importlib.import_module(f"{module_name}.{name}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{module_name}.{name}":
+                    raise
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
 
     def __dir__():

@@ -256,3 +256,10 @@ def test_row_wise_solver_gradient_check():
     B = torch.randn(4, 9, generator=g, dtype=torch.float64, requires_grad=True)
     mask = torch.rand(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda A, B, m: fm.solve_fmap(A, B, m, 0.3), (A, B, mask))
+
+
+def test_package_exposes_matching_names_and_subpackages():
+    assert geo.DiffuMatchConfig is fm.DiffuMatchConfig and geo.MatchConfig is fm.MatchConfig
+    assert geo.fmaps is fm  # subpackages resolve as attributes of ``geo``
+    with pytest.raises(AttributeError, match="no attribute 'not_a_module'"):
+        geo.not_a_module
