@@ -5,7 +5,6 @@ training command runs, checkpoints and resumes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from geo.fmaps.api import _prepare
 from geo.fmaps.config import DiffuMatchConfig
 from geo.fmaps.convert import fmap_to_p2p
 from geo.fmaps.diffumatch import load_prior, make_pair
-from geo.fmaps.diffumatch.data import normalize_shape
 from geo.fmaps.diffumatch.matching import (
     _lstsq_maps,
     build_network,
@@ -26,17 +24,11 @@ from geo.fmaps.diffumatch.matching import (
 )
 from geo.fmaps.diffumatch.train_features import FeatureTrainConfig, save_features, train
 
-SPOT = Path(__file__).resolve().parents[1] / "assets" / "spot" / "spot_triangulated.obj"
-
 
 @pytest.fixture(scope="module")
-def spot_pairs():
+def spot_pairs(spot_unit):
     """Three deformations of Spot (held out of all training), prepared as geo.match does."""
-    import trimesh
-
-    m = trimesh.load(str(SPOT), force="mesh", process=True)
-    m.merge_vertices(merge_tex=True, merge_norm=True)
-    v, f = normalize_shape(m.vertices), np.asarray(m.faces)
+    v, f = spot_unit
     rng = np.random.default_rng(11)
     out = []
     for remesh in (False, True, False):

@@ -3,7 +3,6 @@ distilled mask and SDS guidance. Held-out data: Spot (never used to train the pr
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,19 +18,6 @@ from geo.fmaps.diffumatch import (
     sds_grad,
     save_prior,
 )
-from geo.fmaps.diffumatch.data import normalize_shape
-
-SPOT = Path(__file__).resolve().parents[1] / "assets" / "spot" / "spot_triangulated.obj"
-
-
-@pytest.fixture(scope="module")
-def spot():
-    import trimesh
-
-    m = trimesh.load(str(SPOT), force="mesh", process=True)
-    m.merge_vertices(merge_tex=True, merge_norm=True)  # the OBJ splits vertices at UV seams
-    return normalize_shape(m.vertices), np.asarray(m.faces)
-
 
 @pytest.fixture(scope="module")
 def prior():
@@ -39,14 +25,14 @@ def prior():
 
 
 @pytest.fixture(scope="module")
-def heldout_map(spot):
+def heldout_map(spot_unit):
     """|C| of a fresh Spot deformation (Spot is held out of the prior's training)."""
-    pair = make_pair(*spot, np.random.default_rng(7), strength=0.5)
+    pair = make_pair(*spot_unit, np.random.default_rng(7), strength=0.5)
     return ground_truth_fmap(pair, k=30).abs().float()
 
 
-def test_make_pair_shared_connectivity_keeps_vertex_identity(spot):
-    v, f = spot
+def test_make_pair_shared_connectivity_keeps_vertex_identity(spot_unit):
+    v, f = spot_unit
     pair = make_pair(v, f, np.random.default_rng(0), strength=0.5)
     assert np.array_equal(pair["p2p_21"], np.arange(len(v)))
     assert np.array_equal(pair["tgt_f"], f) and np.array_equal(pair["src_v"], v)
@@ -57,8 +43,8 @@ def test_make_pair_shared_connectivity_keeps_vertex_identity(spot):
     assert np.median(np.abs(ratio[:, 0] - 1)) < 0.15
 
 
-def test_make_pair_remeshed_ground_truth_is_nearest_surface_vertex(spot):
-    v, f = spot
+def test_make_pair_remeshed_ground_truth_is_nearest_surface_vertex(spot_unit):
+    v, f = spot_unit
     pair = make_pair(v, f, np.random.default_rng(1), remesh=True, strength=0.0)
     assert len(pair["tgt_v"]) != len(v)
     edge = np.linalg.norm(v[f[:, 0]] - v[f[:, 1]], axis=1).mean()
@@ -66,8 +52,8 @@ def test_make_pair_remeshed_ground_truth_is_nearest_surface_vertex(spot):
     assert d.mean() < edge and np.quantile(d, 0.99) < 2 * edge
 
 
-def test_identity_pair_fmap_is_signed_identity(spot):
-    pair = make_pair(*spot, np.random.default_rng(0), strength=0.0)
+def test_identity_pair_fmap_is_signed_identity(spot_unit):
+    pair = make_pair(*spot_unit, np.random.default_rng(0), strength=0.0)
     C = ground_truth_fmap(pair, k=30)
     assert C.shape == (30, 30)
     assert torch.allclose(C.abs(), torch.eye(30, dtype=C.dtype), atol=1e-6)

@@ -183,3 +183,16 @@ def test_geodesics_on_sphere():
     assert np.all(dj >= truth - 1e-3) and np.abs(dj - truth).mean() < 0.15  # edge paths overshoot
     with pytest.raises(ValueError, match="heat"):
         gs.geodesic_distances(m, 0, method="dijkstra", max_dijkstra_vertices=10)
+
+
+def test_set_eigen_is_reused_by_eigen_and_checks_shapes():
+    m = trimesh.creation.icosphere(subdivisions=2)
+    solved = SpectralShape(m.vertices, m.faces).eigen(12, "cotan")
+    s = SpectralShape(m.vertices, m.faces)
+    s.set_eigen("cotan", *solved)
+    w, phi, mass = s.eigen(8, "cotan")  # a prefix of the provided pairs, not a new solve
+    assert np.shares_memory(phi, solved[1]) and np.array_equal(w, solved[0][:8]) and mass is solved[2]
+    with pytest.raises(ValueError, match=r"expected basis \[162, 12\]"):
+        s.set_eigen("cotan", solved[0], solved[1][:-1], solved[2])
+    with pytest.raises(ValueError, match="method must be one of"):
+        s.set_eigen("magic", *solved)

@@ -239,6 +239,18 @@ class SpectralShape:
             self._cache[key] = (L, M)
         return self._cache[key]
 
+    def set_eigen(self, method: str, evals, basis, mass) -> None:
+        """Provide eigenpairs computed elsewhere for this geometry (input indexing, as
+        :meth:`eigen` returns them), so that later :meth:`eigen` calls with ``k <= len(evals)``
+        reuse them instead of solving again."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        evals, basis, mass = np.asarray(evals), np.asarray(basis), np.asarray(mass)
+        n = len(self._vertices)
+        if basis.shape != (n, len(evals)) or mass.shape != (n,):
+            raise ValueError(f"expected basis [{n}, {len(evals)}] and mass [{n}], got {basis.shape} and {mass.shape}")
+        self._cache[("eigen", method, len(evals))] = (evals, basis, mass)
+
     def eigen(self, k: int, method: str = "cotan", **learned_kwargs):
         """First ``k`` eigenpairs on the *input* indexing.
 

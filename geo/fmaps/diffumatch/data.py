@@ -279,19 +279,32 @@ def ground_truth_fmap(pair: dict, k: int = 30):
 # ----------------------------------------------------------------------------------
 # dataset
 # ----------------------------------------------------------------------------------
-def _group(v, f, rng, n_variants: int, k: int, p_remesh: float, strength: tuple[float, float]):
-    """``n_variants`` deformed (some remeshed) copies of one base shape and the
-    ``|C|`` of every ordered pair between them (and the undeformed base)."""
-    variants = [(v, f, np.arange(len(v)), np.arange(len(v)))]  # (v, f, to_base [Ni], from_base [Nb])
+def deformed_variants(v, f, rng, n_variants: int, p_remesh: float, strength: tuple[float, float]) -> list:
+    """The base shape and ``n_variants`` random deformations of it (:func:`deform` at
+    ``strength ~ U(strength)``), a fraction ``p_remesh`` of them remeshed (:func:`remesh`).
+
+    Returns:
+        ``[(v, f, to_base [Ni], from_base [Nb]), ...]``, the base first; ``to_base`` maps a
+        variant's vertices to the base's and ``from_base`` the base's to the variant's
+        (nearest surface vertex for remeshed ones), so variant ``j → i`` is
+        ``from_base_i[to_base_j]``.
+    """
+    ident = np.arange(len(v))
+    variants = [(v, f, ident, ident)]
     for _ in range(n_variants):
         vd = deform(v, rng, float(rng.uniform(*strength)))
         if rng.random() < p_remesh:
             tv, tf = remesh(vd, f, rng)
-            to_base = closest_vertex_on_surface(tv, vd, f)
-            from_base = closest_vertex_on_surface(vd, tv, tf)
-            variants.append((tv, tf, to_base, from_base))
+            variants.append((tv, tf, closest_vertex_on_surface(tv, vd, f), closest_vertex_on_surface(vd, tv, tf)))
         else:
-            variants.append((vd, f, np.arange(len(v)), np.arange(len(v))))
+            variants.append((vd, f, ident, ident))
+    return variants
+
+
+def _group(v, f, rng, n_variants: int, k: int, p_remesh: float, strength: tuple[float, float]):
+    """``n_variants`` deformed (some remeshed) copies of one base shape and the
+    ``|C|`` of every ordered pair between them (and the undeformed base)."""
+    variants = deformed_variants(v, f, rng, n_variants, p_remesh, strength)
     eig = [_eigen(a, b, k) for a, b, _, _ in variants]
     maps = []
     for i, (_, _, _, from_i) in enumerate(variants):  # i: source

@@ -176,7 +176,7 @@ def shape_inputs(s, k: int, cfg: DiffuMatchConfig, seed: int = 0, optimise: bool
         idx, mass, shape = np.arange(n), s.mass, SpectralShape(s.vertices, s.faces)
         if s.laplacian and s.basis.shape[1] >= cfg.k_operators:
             # the operators' eigenpairs are the prepared (unit-area) ones: reuse, don't re-solve
-            shape._cache[("eigen", s.laplacian, s.basis.shape[1])] = (s.evals, s.basis, s.mass)
+            shape.set_eigen(s.laplacian, s.evals, s.basis, s.mass)
     method = s.laplacian if n <= cap and s.laplacian else None
     ops = spectral_operators(shape, k=min(cfg.k_operators, len(idx) - 1), method=method)
     phi = s.basis[idx, :k]
@@ -279,26 +279,30 @@ def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
     """
     from .prior import load_prior
 
+    if cfg.mode not in ("trained", "zero_shot"):
+        raise ValueError(f"DiffuMatchConfig.mode must be 'trained' or 'zero_shot', got {cfg.mode!r}")
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     prior = load_prior(cfg.prior)
     if k != prior.cfg.k:
         raise ValueError(f"DiffuMatch's prior is trained on {prior.cfg.k}×{prior.cfg.k} maps; got k={k}")
-    if cfg.mode not in ("trained", "zero_shot"):
-        raise ValueError(f"DiffuMatchConfig.mode must be 'trained' or 'zero_shot', got {cfg.mode!r}")
-    optimise = cfg.mode == "zero_shot" or cfg.finetune_iter > 0
-    a, b = pair_inputs(src, tgt, k, cfg, seed, optimise)
+    optimising = cfg.mode == "zero_shot" or cfg.finetune_iter > 0
+    a, b = pair_inputs(src, tgt, k, cfg, seed, optimising)
     t_setup = time.perf_counter() - t0
 
-    def optimise(net, n_iter: int, label: str):
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    def fit(net, n_iter: int, label: str):
+        """``n_iter`` steps of the objective on the pair (none: the network as it is), then
+        the distilled-mask map of its features."""
         targets, history = None, []
         steps = range(n_iter)
-        if cfg.progress and n_iter:
-            from tqdm import tqdm
+        if n_iter:  # no optimiser for a plain forward pass (its first construction is slow)
+            net.train()
+            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+            if cfg.progress:
+                from tqdm import tqdm
 
-            steps = tqdm(steps, desc=f"DiffuMatch {label}", leave=False)
+                steps = tqdm(steps, desc=f"DiffuMatch {label}", leave=False)
         for step in steps:
             A, B = pair_features(net, a, b, cfg.bf16)
             if targets is None or step % cfg.proper_every == 0:
@@ -315,16 +319,13 @@ def diffumatch_fmap(src, tgt, k: int, cfg: DiffuMatchConfig, seed: int = 0):
 
     fmaps, histories = [], []
     if cfg.mode == "trained":
-        net = load_features(cfg.features, cfg)
-        if cfg.finetune_iter:
-            net.train()
-        C, h = optimise(net, cfg.finetune_iter, "fine-tuning")
+        C, h = fit(load_features(cfg.features, cfg), cfg.finetune_iter, "fine-tuning")
         fmaps.append(C)
         histories.append(h)
     else:
         for start in range(cfg.n_starts):
             torch.manual_seed(seed + start)
-            C, h = optimise(build_network(cfg), cfg.n_iter, f"start {start + 1}/{cfg.n_starts}")
+            C, h = fit(build_network(cfg), cfg.n_iter, f"start {start + 1}/{cfg.n_starts}")
             fmaps.append(C)
             histories.append(h)
     info = {

@@ -204,16 +204,13 @@ def build_prior(cfg: PriorConfig | None = None):
 
 def save_prior(path, model, meta: dict | None = None) -> Path:
     """Atomically write ``model`` (config, float32 state, JSON-able ``meta``) to ``path``."""
-    import io
-
     import torch
 
-    from geo.fileio import atomic_write_bytes, jsonable
+    from geo.fileio import atomic_write, jsonable
 
-    buf = io.BytesIO()
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"config": asdict(model.cfg), "state_dict": state, "meta": jsonable(meta or {})}, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    payload = {"config": asdict(model.cfg), "state_dict": state, "meta": jsonable(meta or {})}
+    return atomic_write(path, lambda p: torch.save(payload, p))
 
 
 def load_prior(path=None, device=None):

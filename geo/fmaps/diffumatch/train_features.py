@@ -94,7 +94,7 @@ def build_shapes(cfg: FeatureTrainConfig, progress: bool = True) -> dict:
 
     from geo.fileio import atomic_write
 
-    from .data import HELDOUT, base_shapes, closest_vertex_on_surface, deform, remesh
+    from .data import HELDOUT, base_shapes, deformed_variants
 
     settings = dict(n_groups=cfg.n_groups, n_variants=cfg.n_variants, n_vertices=cfg.n_vertices, p_remesh=cfg.p_remesh,
                     p_cloud=cfg.p_cloud, strength=list(cfg.strength), seed=cfg.seed)
@@ -114,17 +114,8 @@ def build_shapes(cfg: FeatureTrainConfig, progress: bool = True) -> dict:
         if len(groups) >= cfg.n_groups:
             break
         assert name not in HELDOUT
-        ident = torch.arange(len(v))
-        variants = [dict(v=torch.as_tensor(v), f=torch.as_tensor(f), to_base=ident, from_base=ident)]
-        for _ in range(cfg.n_variants):
-            vd = deform(v, rng, float(rng.uniform(*cfg.strength)))
-            if rng.random() < cfg.p_remesh:
-                tv, tf = remesh(vd, f, rng)
-                variants.append(dict(v=torch.as_tensor(tv), f=torch.as_tensor(tf),
-                                     to_base=torch.as_tensor(closest_vertex_on_surface(tv, vd, f)),
-                                     from_base=torch.as_tensor(closest_vertex_on_surface(vd, tv, tf))))
-            else:
-                variants.append(dict(v=torch.as_tensor(vd), f=torch.as_tensor(f), to_base=ident, from_base=ident))
+        variants = [dict(v=torch.as_tensor(a), f=torch.as_tensor(b), to_base=torch.as_tensor(t), from_base=torch.as_tensor(fr))
+                    for a, b, t, fr in deformed_variants(v, f, rng, cfg.n_variants, cfg.p_remesh, cfg.strength)]
         groups.append(dict(name=name, cloud=bool(rng.random() < cfg.p_cloud), variants=variants))
         if bar is not None:
             bar.update(1)
@@ -192,19 +183,16 @@ def validation_error(net, val: list, prior, cfg: FeatureTrainConfig, wks: bool =
 # ----------------------------------------------------------------------------------
 def save_features(path, net, cfg: DiffuMatchConfig, meta: dict | None = None) -> Path:
     """Atomically write a feature checkpoint (architecture, float32 weights, JSON-able ``meta``)."""
-    import io
-
     import torch
 
-    from geo.fileio import atomic_write_bytes, jsonable
+    from geo.fileio import atomic_write, jsonable
 
     from .matching import ARCH_FIELDS
 
-    buf = io.BytesIO()
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     arch = {f: getattr(cfg, f) for f in ARCH_FIELDS}
-    torch.save({"kind": "diffumatch-features", "arch": arch, "state_dict": state, "meta": json.dumps(jsonable(meta or {}))}, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    payload = {"kind": "diffumatch-features", "arch": arch, "state_dict": state, "meta": json.dumps(jsonable(meta or {}))}
+    return atomic_write(path, lambda p: torch.save(payload, p))
 
 
 def train(cfg: FeatureTrainConfig, argv: list[str] | None = None) -> dict:
