@@ -18,7 +18,6 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -75,7 +74,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
     import torch
     from tqdm import tqdm
 
-    from ._training import ema_update, warmup_cosine_lr
+    from ._training import ema_update, load_train_state, save_train_state, warmup_cosine_lr
     from .data import HELDOUT, build_dataset
     from .prior import build_prior, save_prior
 
@@ -101,15 +100,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, train_s, history = 0, 0.0, []
     if cfg.resume:
-        if not Path(cfg.state).exists():
-            raise FileNotFoundError(f"--resume: no training state at {cfg.state}")
-        st = torch.load(cfg.state, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        step, train_s, history = int(st["step"]), float(st["train_s"]), json.loads(st["history"])
-        torch.set_rng_state(st["torch_rng"])
-        print(f"resumed from {cfg.state} at step {step}", flush=True)
+        step, train_s, history = load_train_state(cfg.state, model=model, ema=ema, opt=opt)
 
     command = "python -m geo.fmaps.diffumatch.train " + " ".join(argv if argv is not None else sys.argv[1:])
     t_max = float(model.t_of_sigma(torch.tensor(cfg.prior.sigma_max)))
@@ -130,13 +121,7 @@ def train(cfg: PriorTrainConfig, argv: list[str] | None = None) -> dict:
 
     def checkpoint(partial: bool):
         save_prior(cfg.out, ema, meta(partial))
-        from geo.fileio import atomic_write
-
-        st = dict(
-            model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step, train_s=train_s,
-            history=json.dumps(history), torch_rng=torch.get_rng_state(),
-        )
-        atomic_write(cfg.state, lambda p: torch.save(st, p))
+        save_train_state(cfg.state, step, train_s, history, model=model, ema=ema, opt=opt)
 
     bar = tqdm(total=cfg.steps, initial=step, desc="prior", unit="step")
     run_ema = None

@@ -201,7 +201,7 @@ def train(cfg: FeatureTrainConfig, argv: list[str] | None = None) -> dict:
     import torch
     from tqdm import tqdm
 
-    from ._training import ema_update, warmup_cosine_lr
+    from ._training import ema_update, load_train_state, save_train_state, warmup_cosine_lr
     from .data import HELDOUT
     from .matching import build_network, normalise_orientation, pair_features, pair_loss, proper_targets
     from .prior import load_prior
@@ -236,16 +236,8 @@ def train(cfg: FeatureTrainConfig, argv: list[str] | None = None) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     step, train_s, history = 0, 0.0, []
     if cfg.resume:
-        if not Path(cfg.state).exists():
-            raise FileNotFoundError(f"--resume: no training state at {cfg.state}")
-        st = torch.load(cfg.state, map_location="cpu", weights_only=True)
-        net.load_state_dict(st["net"])
-        ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        step, train_s, history = int(st["step"]), float(st["train_s"]), json.loads(st["history"])
-        torch.set_rng_state(st["torch_rng"])
+        step, train_s, history = load_train_state(cfg.state, net=net, ema=ema, opt=opt)
         rng = np.random.default_rng([cfg.seed, step])
-        print(f"resumed from {cfg.state} at step {step}", flush=True)
     val_wks = validation_error(net, val, prior, cfg, wks=True)
     print(f"validation error of the WKS input's least-squares maps: {val_wks:.5f}", flush=True)
     command = "python -m geo.fmaps.diffumatch.train_features " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -257,12 +249,8 @@ def train(cfg: FeatureTrainConfig, argv: list[str] | None = None) -> dict:
                     val_error_wks=round(val_wks, 5), history=history[-1:] if history else None, partial=partial)
 
     def checkpoint(partial: bool):
-        from geo.fileio import atomic_write
-
         save_features(cfg.out, ema, cfg.match, meta(partial))
-        st = dict(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step, train_s=train_s,
-                  history=json.dumps(history), torch_rng=torch.get_rng_state())
-        atomic_write(cfg.state, lambda p: torch.save(st, p))
+        save_train_state(cfg.state, step, train_s, history, net=net, ema=ema, opt=opt)
 
     bar = tqdm(total=cfg.steps, initial=step, desc="features", unit="step")
     run = None
