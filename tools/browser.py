@@ -45,12 +45,27 @@ const { chromium } = require(process.env.GEO_PLAYWRIGHT_CORE);
   } catch (e) { errors.push('driver: ' + e.message); }
   const readyMs = Date.now() - t0;
   await page.waitForTimeout(job.settle_ms);
+  // content that arrives progressively (a viewer streaming its scene): wait until two captures of
+  // the element, stable_interval_ms apart, are identical, or until timeout_ms has passed
+  let stable = null;
+  if (job.stable_selector) {
+    const el = page.locator(job.stable_selector).first();
+    const until = Date.now() + job.timeout_ms;
+    let prev = await el.screenshot();
+    stable = false;
+    while (!stable && Date.now() < until) {
+      await page.waitForTimeout(job.stable_interval_ms);
+      const cur = await el.screenshot();
+      stable = cur.equals(prev);
+      prev = cur;
+    }
+  }
   for (const shot of job.shots) {
     if (shot.css) await page.addStyleTag({ content: shot.css });
     await page.screenshot({ path: shot.path });
   }
   await context.close();
-  console.log(JSON.stringify({ errors, logs, info, ready_ms: readyMs }));
+  console.log(JSON.stringify({ errors, logs, info, ready_ms: readyMs, stable, total_ms: Date.now() - t0 }));
 })().catch((e) => { console.log(JSON.stringify({ errors: ['driver crashed: ' + e.stack], logs: [] })); });
 """
 
@@ -72,13 +87,21 @@ def find_browser() -> tuple[str, str, str]:
 
 
 def shoot(work: Path, url: str, ready: str, info: str, shots: list[dict], *, size: tuple[int, int] = (512, 512),
-          settle_ms: int = 0, timeout_ms: int = 60000) -> dict:
+          settle_ms: int = 0, timeout_ms: int = 60000, stable_selector: str | None = None,
+          stable_interval_ms: int = 1000) -> dict:
     """Load ``url`` in headless Chromium, wait until the JS expression ``ready`` is true,
     evaluate ``info``, wait ``settle_ms``, and take the screenshots ``shots``
     (``[{"path": ..., "css": optional style injected first}]``).
 
+    With ``stable_selector`` (a CSS selector), it then also waits until two screenshots of
+    that element taken ``stable_interval_ms`` apart are identical (at most ``timeout_ms``), for
+    pages whose content keeps arriving after they are ready, such as a streaming viewer on a
+    busy machine.
+
     Returns:
-        ``{"errors": [...JS errors...], "logs": [...console...], "info": ..., "ready_ms": ms from navigation to ready}``.
+        ``{"errors": [...JS errors...], "logs": [...console...], "info": ..., "ready_ms": ms from
+        navigation to ready, "stable": whether the element settled (None without a selector),
+        "total_ms": ms from navigation to the screenshots}``.
     """
     chromium, node, pw = find_browser()
     work = Path(work)
@@ -87,7 +110,8 @@ def shoot(work: Path, url: str, ready: str, info: str, shots: list[dict], *, siz
     driver.write_text(DRIVER_JS)
     profile = work / f"profile-{len(list(work.glob('profile-*')))}"  # a fresh --user-data-dir per run
     job = dict(url=url, ready=ready, info=info, shots=shots, settle_ms=settle_ms, timeout_ms=timeout_ms,
-               width=size[0], height=size[1], chromium=chromium, profile=str(profile))
+               width=size[0], height=size[1], chromium=chromium, profile=str(profile),
+               stable_selector=stable_selector, stable_interval_ms=stable_interval_ms)
     r = subprocess.run([node, str(driver), json.dumps(job)], capture_output=True, text=True, timeout=180,
                        env={**os.environ, "GEO_PLAYWRIGHT_CORE": pw})
     if not r.stdout.strip():
